@@ -1,0 +1,50 @@
+# Every target builds the virtual environment first (`make setup`, idempotent).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
+# make run ARGS="--weeks 01 --profile offline -p seed=1"
+ARGS ?=
+SUBMISSIONS ?= submissions
+
+.PHONY: setup run test test-fast models assignments grade bench lint clean
+export OMP_NUM_THREADS ?= 2
+export HF_HUB_OFFLINE ?= 1
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: setup
+	$(PY) -m course_utils.run $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q tests weeks $(NBVAL)
+
+test-fast: setup
+	$(PY) -m pytest -q tests -m "not slow"
+
+models: setup
+	$(PY) -m course_utils.models.build $(ARGS)
+
+assignments: setup
+	$(PY) -m course_utils.grade assign $(ARGS)
+
+grade: setup
+	$(PY) -m course_utils.grade grade $(SUBMISSIONS) $(ARGS)
+
+bench: setup
+	$(PY) -m benchmarks $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf build dist .pytest_cache

@@ -1,0 +1,13 @@
+"""diffusion-course: the importable package behind the course notebooks.
+
+Floors (nothing imports a floor above it):
+    faces      ``run`` (papermill runner), ``grade`` (otter assignments), command-line modules
+    choosing   ``profiles`` (offline | gpu), ``registry`` (model ids, mirrors, tokens)
+    algorithms ``schedules``, ``diffusion`` (forward process, DDPM/DDIM loops), ``guidance``
+    things     ``denoisers``, ``models``, ``data``
+beside them ``metrics``, ``plotting``, ``runtime``, ``images``.
+
+Notation is the papers'; see ``GLOSSARY.md`` beside this file.
+"""
+
+__version__ = "0.1.0"

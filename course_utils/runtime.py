@@ -1,0 +1,58 @@
+"""Seeding, devices and dtypes: the few facts about *where* code runs, checked once."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from course_utils.errors import CourseError, check_choice
+
+__all__ = ["DEVICES", "DTYPES", "in_colab", "make_generator", "resolve_device", "resolve_dtype", "seed_everything"]
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU ``torch.Generator`` seeded with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return make_generator(seed)
+
+
+def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed`` (pass it to samplers for reproducibility)."""
+    return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA if present, else MPS, else CPU. Naming a device that is not there is an error."""
+    check_choice("device", name.split(":")[0], DEVICES)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CourseError(f"device {name!r} is not available on this machine (no CUDA GPU); use 'cpu' or 'auto'")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise CourseError("device 'mps' is not available on this machine; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """A dtype by name; half precision is refused on the CPU (slow or unsupported there)."""
+    check_choice("dtype", name, DTYPES)
+    if device.type == "cpu" and name != "float32":
+        raise CourseError(f"dtype {name!r} needs a GPU; on the CPU use 'float32'")
+    return DTYPES[name]
+
+
+def in_colab() -> bool:
+    """True inside Google Colab."""
+    return "COLAB_RELEASE_TAG" in os.environ or "google.colab" in __import__("sys").modules
