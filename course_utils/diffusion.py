@@ -55,7 +55,9 @@ def _at(values: torch.Tensor, t: torch.Tensor | int, like: torch.Tensor) -> torc
     return out.reshape(out.shape + (1,) * (like.ndim - out.ndim))
 
 
-def q_sample(x0: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor, *, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+def q_sample(
+    x0: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor, *, alphas_cumprod: torch.Tensor
+) -> torch.Tensor:
     """Sample the forward process in one jump: ``x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε`` (Ho et al. 2020, eq. 4).
 
     Args:
@@ -73,7 +75,9 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor, *, alph
     return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
 
 
-def predict_x0(x_t: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor, *, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+def predict_x0(
+    x_t: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor, *, alphas_cumprod: torch.Tensor
+) -> torch.Tensor:
     """One-step denoising: invert eq. 4 for ``x_0`` given a noise estimate (Ho et al. 2020, eq. 15).
 
     ``x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t``. Shapes as in :func:`q_sample`.
@@ -99,7 +103,9 @@ def eps_and_x0(
     return (x_t - alpha_bar**0.5 * output) / beta_bar**0.5, output
 
 
-def _alpha_bars(alphas_cumprod: torch.Tensor, t: int, t_prev: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _alpha_bars(
+    alphas_cumprod: torch.Tensor, t: int, t_prev: int, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(ᾱ_t, ᾱ_prev) as tensors like ``like``; ᾱ_prev = 1 when ``t_prev < 0`` (the clean image)."""
     alpha_bar = alphas_cumprod[t].to(device=like.device, dtype=like.dtype)
     alpha_bar_prev = alphas_cumprod[t_prev] if t_prev >= 0 else torch.ones((), dtype=alphas_cumprod.dtype)
@@ -143,7 +149,9 @@ def ddpm_step(
     _, x0 = eps_and_x0(output, x_t, alpha_bar, schedule.prediction_type)
     x0 = _clip(x0, schedule.clip_x0)
     # eq. 7: posterior mean μ̃(x_t, x̂_0)
-    mean = (alpha_bar_prev**0.5 * beta) / (1 - alpha_bar) * x0 + alpha**0.5 * (1 - alpha_bar_prev) / (1 - alpha_bar) * x_t
+    mean = (alpha_bar_prev**0.5 * beta) / (1 - alpha_bar) * x0 + alpha**0.5 * (1 - alpha_bar_prev) / (
+        1 - alpha_bar
+    ) * x_t
     if t == 0:
         return mean, x0
     if noise is None:
@@ -273,7 +281,7 @@ def denoise_steps(
     """
     check_choice("update rule", update, UPDATE_RULES)
     timesteps = [int(t) for t in timesteps]
-    if any(b >= a for a, b in zip(timesteps, timesteps[1:])):
+    if any(b >= a for a, b in zip(timesteps, timesteps[1:], strict=False)):
         raise CourseError("timesteps must be strictly decreasing")
     if timesteps and not 0 <= timesteps[-1] <= timesteps[0] < schedule.num_timesteps:
         raise CourseError(f"timesteps must lie in 0..{schedule.num_timesteps - 1}")
@@ -305,7 +313,9 @@ def denoise_steps(
         x = x_prev
 
 
-def _run(steps: Iterator[DiffusionStep], x: torch.Tensor, callback: Callable[[DiffusionStep], None] | None) -> torch.Tensor:
+def _run(
+    steps: Iterator[DiffusionStep], x: torch.Tensor, callback: Callable[[DiffusionStep], None] | None
+) -> torch.Tensor:
     for step in steps:
         if callback is not None:
             callback(step)

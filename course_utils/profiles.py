@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from course_utils.errors import check_choice
 
@@ -20,7 +20,8 @@ class Profile:
         denoiser: model id of the pixel-space denoiser used by the sampling-loop weeks.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (see :func:`course_utils.runtime.resolve_device`).
         dtype: ``float32`` or ``float16``.
-        prompts: example conditions for the denoiser: class names for the digits model, prompts for IF.
+        prompts: conditions to sample from: digits for the digits model, prompts for IF.
+        denoise_prompt: the condition used when denoising a given image (``None``: unconditional).
         image_size: side of the bundled photo as the denoiser sees it.
     """
 
@@ -29,8 +30,20 @@ class Profile:
     device: str
     dtype: str
     prompts: tuple[str, ...]
+    denoise_prompt: str | None
     image_size: int
     description: str
+
+    def override(self, **values: object) -> Profile:
+        """A copy with the given fields replaced; ``None`` values keep the profile's own setting.
+
+        Notebooks expose ``denoiser``, ``device`` and ``dtype`` parameters (default ``None``) this way,
+        so one run can point the ``gpu`` code path at another model or device.
+        """
+        names = [f.name for f in fields(self)]
+        for key in values:
+            check_choice("profile field", key, names)
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
 
 
 PROFILES: dict[str, Profile] = {
@@ -39,7 +52,8 @@ PROFILES: dict[str, Profile] = {
         denoiser="course/digits-ddpm",
         device="cpu",
         dtype="float32",
-        prompts=("3", "7"),
+        prompts=("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"),
+        denoise_prompt=None,
         image_size=64,
         description="the course's own miniature models and bundled data; runs on any CPU without a network",
     ),
@@ -48,7 +62,8 @@ PROFILES: dict[str, Profile] = {
         denoiser="DeepFloyd/IF-I-XL-v1.0",
         device="cuda",
         dtype="float16",
-        prompts=("a high quality photo", "an oil painting of a snowy mountain village"),
+        prompts=("an oil painting of a snowy mountain village", "a man wearing a hat", "a rocket ship"),
+        denoise_prompt="a high quality photo",
         image_size=64,
         description="the real Hub models (DeepFloyd IF, Stable Diffusion) on a CUDA GPU with a Hub token",
     ),

@@ -113,8 +113,13 @@ def _family_of_local(path: Path) -> str:
     if not index.is_file():
         raise CourseError(f"{path} has no model_index.json: not a diffusers pipeline folder")
     name = json.loads(index.read_text())["_class_name"]
-    families = {"DDPMPipeline": "course-digits", "IFPipeline": "if", "StableDiffusionPipeline": "sd",
-                "StableDiffusionXLPipeline": "sdxl", "StableDiffusion3Pipeline": "sd3"}
+    families = {
+        "DDPMPipeline": "course-digits",
+        "IFPipeline": "if",
+        "StableDiffusionPipeline": "sd",
+        "StableDiffusionXLPipeline": "sdxl",
+        "StableDiffusion3Pipeline": "sd3",
+    }
     if name not in families:
         raise CourseError(f"{path}: pipeline class {name} is not one the course loads; known: {', '.join(families)}")
     return families[name]

@@ -22,7 +22,12 @@ __all__ = [
     "PREDICTION_TYPES",
     "SCHEDULES",
     "NoiseSchedule",
-    "alphas_cumprod", "cosine_betas", "linear_betas", "make_betas", "scaled_linear_betas"]
+    "alphas_cumprod",
+    "cosine_betas",
+    "linear_betas",
+    "make_betas",
+    "scaled_linear_betas",
+]
 
 
 def linear_betas(num_timesteps: int = 1000, *, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:

@@ -1,0 +1,86 @@
+"""Bundled data that needs no network: scikit-learn's handwritten digits and scikit-image's photos.
+
+Images come out as float tensors of shape ``(B, C, H, W)`` in ``[-1, 1]``, the range the diffusion
+models see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from course_utils.errors import CourseError, check_choice
+
+__all__ = ["PHOTOS", "DigitsSplit", "example_image", "load_digits_split", "load_photo"]
+
+PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket")
+
+
+@dataclass(frozen=True)
+class DigitsSplit:
+    """scikit-learn's 8×8 digits (1,797 scans, 16 grey levels), split into train and held-out test.
+
+    Attributes:
+        x_train, x_test: images ``(N, 1, 8, 8)`` in ``[-1, 1]``.
+        y_train, y_test: labels ``(N,)`` in ``0..9``.
+    """
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def load_digits_split(*, test_fraction: float = 0.2, seed: int = 0) -> DigitsSplit:
+    """Load ``sklearn.datasets.load_digits`` and split it reproducibly, stratified by class."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = digits.images.astype(np.float32) / 16.0 * 2.0 - 1.0  # grey levels 0..16 → [-1, 1]
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, digits.target, test_size=test_fraction, random_state=seed, stratify=digits.target
+    )
+
+    def images(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a).unsqueeze(1)  # (N, 8, 8) → (N, 1, 8, 8)
+
+    return DigitsSplit(images(x_tr), torch.from_numpy(y_tr).long(), images(x_te), torch.from_numpy(y_te).long())
+
+
+def load_photo(name: str = "astronaut", *, size: int = 64) -> torch.Tensor:
+    """One of scikit-image's bundled photos, centre-cropped square and resized: ``(1, 3, size, size)`` in ``[-1, 1]``.
+
+    Grey photos (``camera``) are repeated to three channels.
+    """
+    import skimage.data
+    from skimage.transform import resize
+
+    check_choice("photo", name, PHOTOS)
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    img = img[..., :3]
+    h, w = img.shape[:2]
+    s = min(h, w)
+    img = img[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+    img = resize(img, (size, size), anti_aliasing=True, preserve_range=False).astype(np.float32)  # → [0, 1]
+    return torch.from_numpy(img).permute(2, 0, 1).unsqueeze(0) * 2.0 - 1.0
+
+
+def example_image(
+    sample_shape: tuple[int, int, int], *, photo: str = "astronaut", digit_index: int = 0
+) -> torch.Tensor:
+    """A clean test image shaped for a denoiser: ``(1, *sample_shape)`` in ``[-1, 1]``.
+
+    Single-channel 8×8 models (the digits DDPM) get held-out test digit ``digit_index``; RGB models
+    get the bundled ``photo`` at their resolution.
+    """
+    channels, height, width = sample_shape
+    if (channels, height, width) == (1, 8, 8):
+        return load_digits_split().x_test[digit_index : digit_index + 1]
+    if channels != 3 or height != width:
+        raise CourseError(f"no example image for sample shape {sample_shape}")
+    return load_photo(photo, size=height)

@@ -1,0 +1,92 @@
+"""Figures: labeled image grids, denoising trajectories, schedule curves.
+
+Every function returns the matplotlib ``Figure`` (titles and axis labels set) and draws nothing else,
+so notebooks end a cell with it and tests can inspect it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import torch
+
+from course_utils.diffusion import DiffusionStep
+from course_utils.errors import CourseError
+from course_utils.images import to_numpy_image
+
+__all__ = ["curve", "image_grid", "schedule_curves", "trajectory_grid"]
+
+
+def image_grid(
+    images: torch.Tensor | Sequence[torch.Tensor],
+    *,
+    labels: Sequence[str] | None = None,
+    ncols: int | None = None,
+    title: str | None = None,
+    tile_size: float = 1.6,
+) -> plt.Figure:
+    """Show images ``(N, C, H, W)`` in ``[-1, 1]`` as a grid, each tile labeled with ``labels[i]``."""
+    images = list(images)
+    if labels is not None and len(labels) != len(images):
+        raise CourseError(f"image_grid: {len(images)} images but {len(labels)} labels")
+    n = len(images)
+    ncols = ncols or min(n, 8)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(tile_size * ncols, tile_size * nrows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            img = to_numpy_image(images[i])
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            if labels is not None:
+                ax.set_title(labels[i], fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def trajectory_grid(
+    steps: Sequence[DiffusionStep], *, every: int = 1, sample: int = 0, title: str | None = None
+) -> plt.Figure:
+    """Two rows per recorded step: ``x_t`` (top) and the model's x̂₀ at that step (bottom)."""
+    chosen = list(steps)[::every]
+    if not chosen:
+        raise CourseError("trajectory_grid: no steps recorded")
+    tops = [s.x_t[sample] for s in chosen] + [chosen[-1].x_prev[sample]]
+    bottoms = [s.x0_pred[sample] for s in chosen] + [chosen[-1].x_prev[sample]]
+    labels = [f"x_{s.t}" for s in chosen] + ["x_0"]
+    labels += [f"x̂₀ at t={s.t}" for s in chosen] + ["x_0"]
+    return image_grid(tops + bottoms, labels=labels, ncols=len(tops), title=title)
+
+
+def schedule_curves(curves: Mapping[str, torch.Tensor], *, title: str = "Noise schedules") -> plt.Figure:
+    """Plot ``√ᾱ_t`` (signal) and ``√(1 − ᾱ_t)`` (noise) against ``t`` for each named ᾱ ``(T,)``."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for name, alpha_bar in curves.items():
+        axes[0].plot(alpha_bar.sqrt().numpy(), label=name)
+        axes[1].plot((1 - alpha_bar).sqrt().numpy(), label=name)
+    for ax, what in zip(axes, ["signal √ᾱ_t", "noise √(1 − ᾱ_t)"], strict=True):
+        ax.set_xlabel("timestep t")
+        ax.set_ylabel(what)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def curve(x: Sequence[float], ys: Mapping[str, Sequence[float]], *, xlabel: str, ylabel: str, title: str) -> plt.Figure:
+    """A measured curve (one line per series) with markers, labeled axes and a title."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for name, y in ys.items():
+        ax.plot(list(x), list(y), marker="o", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(ys) > 1:
+        ax.legend()
+    fig.tight_layout()
+    return fig
