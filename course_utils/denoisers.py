@@ -1,0 +1,165 @@
+"""Denoisers: a loaded model behind the one interface the samplers use.
+
+``den(x_t, t, cond) -> ε̂`` with ``x_t`` ``(B, C, H, W)`` in ``[-1, 1]`` and ``t`` ``(B,)``;
+``den.schedule`` carries ᾱ; ``den.condition(items)`` and ``den.null_condition(n)`` build the
+conditioning (class labels for the course's digits model, T5 prompt embeddings for DeepFloyd IF).
+:func:`load_denoiser` loads either with ``DiffusionPipeline.from_pretrained`` — the same call for a
+course folder under ``data/models/`` and for a Hub id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from course_utils.errors import CourseError
+from course_utils.models.digits import NULL_CLASS, NUM_CLASSES
+from course_utils.registry import ResolvedModel, hf_token, resolve
+from course_utils.runtime import resolve_device, resolve_dtype
+from course_utils.schedules import NoiseSchedule
+
+__all__ = ["DENOISER_FAMILIES", "Denoiser", "DigitsDenoiser", "IFDenoiser", "load_denoiser"]
+
+
+class Denoiser:
+    """Base class: a pixel-space ε-predictor with its schedule.
+
+    Attributes:
+        model_id: the id it was loaded from.
+        schedule: ᾱ, prediction type and x̂₀ clipping (from the pipeline's scheduler config).
+        sample_shape: ``(C, H, W)`` of the images it denoises.
+        device, dtype: where it runs.
+    """
+
+    model_id: str
+    schedule: NoiseSchedule
+    sample_shape: tuple[int, int, int]
+    device: torch.device
+    dtype: torch.dtype
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def condition(self, items: Sequence[Any]) -> Any:
+        """Conditioning for a batch: one item (a class or a prompt) per image."""
+        raise NotImplementedError
+
+    def null_condition(self, batch_size: int) -> Any:
+        """The unconditional ("empty") conditioning for ``batch_size`` images."""
+        raise NotImplementedError
+
+    def noise(self, batch_size: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Pure noise ``x_T ~ N(0, I)``, shape ``(batch_size, *sample_shape)``, on the denoiser's device."""
+        x = torch.randn((batch_size, *self.sample_shape), generator=generator)
+        return x.to(device=self.device, dtype=self.dtype)
+
+
+class DigitsDenoiser(Denoiser):
+    """The course's class-conditional digits DDPM; conditions are digits ``0``–``9`` (ints or strings)."""
+
+    def __init__(self, pipeline: Any, *, model_id: str, device: torch.device, dtype: torch.dtype) -> None:
+        self.unet = pipeline.unet.to(device).eval()  # dtype already set by from_pretrained
+        self.schedule = NoiseSchedule.from_scheduler(pipeline.scheduler)
+        self.sample_shape = (self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
+        self.model_id, self.device, self.dtype = model_id, device, dtype
+
+    @torch.no_grad()
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.unet(x_t, t, class_labels=cond).sample
+
+    def condition(self, items: Sequence[int | str]) -> torch.Tensor:
+        labels = []
+        for item in items:
+            text = str(item).strip()
+            if not text.isdigit() or not 0 <= int(text) < NUM_CLASSES:
+                raise CourseError(f"the digits model is conditioned on a digit 0-9, got {item!r}")
+            labels.append(int(text))
+        return torch.tensor(labels, device=self.device)
+
+    def null_condition(self, batch_size: int) -> torch.Tensor:
+        return torch.full((batch_size,), NULL_CLASS, device=self.device)
+
+
+class IFDenoiser(Denoiser):
+    """DeepFloyd IF stage I (64×64 pixels, T5 text conditioning).
+
+    Its U-Net also predicts a variance (6 output channels, "learned_range"); the samplers use the
+    ε half and the fixed posterior variance, as hand-written loops for IF commonly do. IF's dynamic
+    thresholding is replaced by clipping x̂₀ to [-1, 1].
+    """
+
+    def __init__(self, pipeline: Any, *, model_id: str, device: torch.device, dtype: torch.dtype) -> None:
+        self.pipeline = pipeline
+        # from_pretrained set the dtypes; casting again would undo T5's float32 feed-forward layers,
+        # which transformers keeps in float32 under float16 because their activations overflow.
+        self.unet = pipeline.unet.to(device).eval()
+        if pipeline.text_encoder is not None:
+            pipeline.text_encoder.to(device)
+        scheduler = pipeline.scheduler
+        self.schedule = NoiseSchedule(
+            scheduler.alphas_cumprod.clone(), prediction_type=scheduler.config.prediction_type, clip_x0=1.0
+        )
+        size = self.unet.config.sample_size
+        self.sample_shape = (3, size, size)
+        self.model_id, self.device, self.dtype = model_id, device, dtype
+
+    @torch.no_grad()
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        out = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=cond).sample
+        return out[:, : x_t.shape[1]].to(x_t.dtype)  # (B, 6, H, W): ε and the variance; keep ε
+
+    @torch.no_grad()
+    def condition(self, items: Sequence[str]) -> torch.Tensor:
+        embeds, _ = self.pipeline.encode_prompt(
+            list(map(str, items)), do_classifier_free_guidance=False, device=self.device
+        )
+        return embeds.to(self.dtype)
+
+    def null_condition(self, batch_size: int) -> torch.Tensor:
+        return self.condition([""] * batch_size)
+
+
+DENOISER_FAMILIES = {"course-digits": DigitsDenoiser, "if": IFDenoiser}
+
+
+def load_denoiser(model_id: str, *, device: str = "auto", dtype: str = "float32") -> Denoiser:
+    """Load a pixel-space denoiser by id (see :mod:`course_utils.registry`) with ``from_pretrained``.
+
+    Args:
+        model_id: ``course/digits-ddpm``, ``DeepFloyd/IF-I-XL-v1.0``, or a local pipeline folder.
+        device: ``auto``, ``cpu``, ``cuda``, ``mps``; a device that is not there is an error.
+        dtype: ``float32`` or (on a GPU) ``float16``.
+    """
+    from diffusers import DiffusionPipeline
+
+    resolved = resolve(model_id)
+    if resolved.family not in DENOISER_FAMILIES:
+        raise CourseError(
+            f"{model_id} ({resolved.family}) is not a pixel-space denoiser; use one of the families "
+            f"{', '.join(DENOISER_FAMILIES)}"
+        )
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    kwargs: dict[str, Any] = {}
+    if resolved.family == "if" and not resolved.local:
+        kwargs = {"variant": "fp16" if torch_dtype == torch.float16 else None, "token": hf_token()}
+    pipeline = _from_pretrained(DiffusionPipeline, resolved, dtype=torch_dtype, **kwargs)
+    cls = DENOISER_FAMILIES[resolved.family]
+    return cls(pipeline, model_id=model_id, device=torch_device, dtype=torch_dtype)
+
+
+def _from_pretrained(cls: Any, resolved: ResolvedModel, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(source)`` without a progress bar; a Hub failure becomes one line saying what to do."""
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" would land in notebook outputs
+    try:
+        return cls.from_pretrained(resolved.source, **kwargs)
+    except OSError as err:  # missing repository, gated repository, no network
+        if resolved.local:
+            raise CourseError(f"could not load {resolved.source}: {str(err).splitlines()[0]}") from err
+        raise CourseError(resolved.gone_or_gated_hint()) from err
+    finally:
+        diffusers_logging.enable_progress_bar()
