@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from course_utils.errors import ArgumentParser, CourseError, check_choice, main_guard
-from course_utils.paths import ROOT
+from course_utils.paths import ROOT, week_folders
 
 __all__ = [
     "AUTOGRADER_ZIP",
@@ -58,7 +58,6 @@ ASSIGNMENTS_DIR = ROOT / "assignments"
 DEFAULT_DIST = Path("dist")
 DEFAULT_GRADES = Path("build/grades")
 AUTOGRADER_ZIP = "autograder.zip"
-WEEK_FOLDER = re.compile(r"(\d{2})_.+")
 ASSIGN_TIMEOUT_S = 1800
 DEFAULT_JOBS = min(4, os.cpu_count() or 1)
 ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit)\w*:")
@@ -67,23 +66,10 @@ ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit)\w*:")
 # ---- finding things ---------------------------------------------------------------------------------------
 
 
-def _week_folders(root: Path) -> dict[str, Path]:
-    """Week id → folder, for every ``<root>/<NN>_<slug>/`` (two folders of one week are an error)."""
-    folders: dict[str, Path] = {}
-    for folder in sorted(root.iterdir()) if root.is_dir() else []:
-        match = WEEK_FOLDER.fullmatch(folder.name)
-        if not (folder.is_dir() and match):
-            continue
-        if match.group(1) in folders:
-            raise CourseError(f"two folders for week {match.group(1)}: {folders[match.group(1)]} and {folder}")
-        folders[match.group(1)] = folder
-    return folders
-
-
 def sources(assignments_dir: Path = ASSIGNMENTS_DIR) -> dict[str, Path]:
     """Week id → its source notebook, the one ``*.ipynb`` in ``<assignments_dir>/<NN>_<slug>/``."""
     found: dict[str, Path] = {}
-    for week, folder in _week_folders(assignments_dir).items():
+    for week, folder in week_folders(assignments_dir).items():
         notebooks = sorted(folder.glob("*.ipynb"))
         if len(notebooks) != 1:
             raise CourseError(f"{folder} must hold exactly one source notebook, found {len(notebooks)}")
@@ -119,7 +105,7 @@ def find_submissions(path: Path) -> list[Path]:
 
 def find_autograder(dist: Path, *, week: str | None, assignments_dir: Path = ASSIGNMENTS_DIR) -> Path:
     """``<dist>/<NN>_<slug>/autograder/autograder.zip`` for ``week`` (``None``: the only week built)."""
-    built_folders = _week_folders(dist)
+    built_folders = week_folders(dist)
     built = {w: f / "autograder" / AUTOGRADER_ZIP for w, f in built_folders.items()}
     built = {w: z for w, z in built.items() if z.is_file()}
     if week is None:

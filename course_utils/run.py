@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -35,12 +34,11 @@ from tqdm.auto import tqdm
 from traitlets import default
 
 from course_utils.errors import ArgumentParser, CourseError, check_choice, main_guard
-from course_utils.paths import WEEKS_DIR
+from course_utils.paths import WEEKS_DIR, week_folders
 from course_utils.profiles import PROFILES, get_profile
 
 __all__ = ["WeekNotebook", "discover", "main", "parse_parameter", "run_notebooks", "select"]
 
-WEEK_FOLDER = re.compile(r"(\d{2})_.+")
 DEFAULT_OUT = Path("build/executed")
 KERNEL_ENV = {"MPLBACKEND": "Agg"}
 
@@ -87,11 +85,8 @@ def discover(weeks_dir: Path) -> list[WeekNotebook]:
     """Every ``<weeks_dir>/<NN>_<slug>/*.ipynb``, sorted (checkpoint folders are never looked into)."""
     if not weeks_dir.is_dir():
         raise CourseError(f"no weeks folder at {weeks_dir}")
-    found = []
-    for folder in sorted(weeks_dir.iterdir()):
-        match = WEEK_FOLDER.fullmatch(folder.name)
-        if match and folder.is_dir():
-            found += [WeekNotebook(match[1], path) for path in sorted(folder.glob("*.ipynb"))]
+    folders = week_folders(weeks_dir)
+    found = [WeekNotebook(week, path) for week, folder in folders.items() for path in sorted(folder.glob("*.ipynb"))]
     if not found:
         raise CourseError(f"no notebooks under {weeks_dir}/<NN>_<slug>/")
     return found

@@ -18,6 +18,8 @@ from typing import Any
 import nbformat
 import pytest
 
+pytestmark = pytest.mark.slow  # starts kernels
+
 ROOT = Path(__file__).resolve().parents[1]
 WEEK = "01_sampling_loops"
 NOTEBOOK = "sampling_loops_1.ipynb"

@@ -234,6 +234,7 @@ def test_ddpm_sample_matches_diffusers_ddpm_scheduler(den: IFDenoiser, conds) ->
 # --- the week-1 notebook on the IF code path ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_week1_notebook_runs_on_the_if_code_path(tiny_if_path: Path, tmp_path: Path) -> None:
     import nbformat
     import papermill

@@ -19,6 +19,8 @@ import zmq
 from course_utils import run
 from course_utils.errors import CourseError
 
+pytestmark = pytest.mark.slow  # starts kernels
+
 ROOT = Path(__file__).resolve().parents[1]
 PARAMETERS = 'profile = "offline"\nx = 1\ndevice = None'
 PROBE = "import json, os, sys\nprint(json.dumps([sys.executable, os.getcwd(), os.environ.get('MPLBACKEND')]))"

@@ -1,0 +1,1 @@
+"""Benchmarks: ``make bench``. They print ratios against a reference; they assert nothing."""

@@ -1,0 +1,77 @@
+"""The committed digits DDPM: loads offline through from_pretrained, samples the digits it is asked for."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from diffusers import DDPMPipeline, DiffusionPipeline, UNet2DModel
+
+from course_utils.denoisers import DigitsDenoiser, load_denoiser
+from course_utils.diffusion import ddim_sample, strided_timesteps
+from course_utils.errors import CourseError
+from course_utils.metrics import agreement
+from course_utils.paths import MODELS_DIR
+
+
+@pytest.fixture(scope="module")
+def den():
+    return load_denoiser("course/digits-ddpm", device="cpu")
+
+
+def test_loads_offline_with_the_hub_call(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = DiffusionPipeline.from_pretrained(MODELS_DIR / "digits-ddpm")
+    assert isinstance(pipe, DDPMPipeline) and isinstance(pipe.unet, UNet2DModel)
+    assert pipe.unet.config.num_class_embeds == 11 and pipe.unet.config.sample_size == 8
+    weights = list((MODELS_DIR / "digits-ddpm").rglob("*.safetensors"))
+    assert weights and not list((MODELS_DIR / "digits-ddpm").rglob("*.bin"))
+
+
+def test_denoiser_interface(den):
+    assert isinstance(den, DigitsDenoiser) and den.sample_shape == (1, 8, 8)
+    assert den.schedule.clip_x0 == 1.0 and den.schedule.num_timesteps == 1000
+    assert den.condition(["3", 7]).tolist() == [3, 7]
+    assert den.null_condition(2).tolist() == [10, 10]
+    with pytest.raises(CourseError, match="digit 0-9"):
+        den.condition(["a cat"])
+
+
+def sample(den, labels, *, seed, w=1.0, steps=25):
+    x_T = den.noise(len(labels), generator=torch.Generator().manual_seed(seed))
+    return ddim_sample(
+        den,
+        x_T,
+        strided_timesteps(1000, steps),
+        schedule=den.schedule,
+        cond=den.condition(labels.tolist()),
+        uncond=den.null_condition(len(labels)),
+        guidance_scale=w,
+    )
+
+
+@pytest.mark.parametrize("w", [1.0, 3.0])
+def test_samples_are_the_requested_digits(den, w):
+    labels = torch.arange(10).repeat(3)
+    assert agreement(sample(den, labels, seed=0, w=w), labels) >= 0.9
+
+
+def test_unconditional_samples_do_not_follow_labels(den):
+    """w = 0 ignores the label: agreement falls to roughly chance, so the label really steers the model."""
+    labels = torch.arange(10).repeat(3)
+    assert agreement(sample(den, labels, seed=0, w=0.0), labels) < 0.5
+
+
+def test_sampling_is_deterministic_under_a_seed(den):
+    labels = torch.arange(4)
+    assert torch.equal(sample(den, labels, seed=1), sample(den, labels, seed=1))
+    assert not torch.equal(sample(den, labels, seed=1), sample(den, labels, seed=2))
+
+
+def test_build_refuses_bad_input_in_one_line():
+    out = subprocess.run(
+        [sys.executable, "-m", "course_utils.models.build", "--steps", "0", "--out", "/nonexistent"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "steps must be positive" in out.stderr
