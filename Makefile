@@ -9,8 +9,6 @@ ARGS ?=
 SUBMISSIONS ?= submissions
 
 .PHONY: setup run test test-fast notebooks models assignments grade bench lint clean
-export OMP_NUM_THREADS ?= 2
-export HF_HUB_OFFLINE ?= 1
 
 setup: $(STAMP)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields, replace
 
 from course_utils.errors import check_choice
 
-__all__ = ["PROFILES", "Profile", "get_profile"]
+__all__ = ["MODEL_FIELDS", "PROFILES", "Profile", "get_profile"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,9 @@ class Profile:
             values = {**values, "dtype": "float32"}  # the profile's float16 is a GPU setting
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
+
+MODEL_FIELDS = ("denoiser",)
+"""The profile fields that name a model id (checked against the registry before a run starts)."""
 
 PROFILES: dict[str, Profile] = {
     "offline": Profile(

@@ -35,7 +35,7 @@ from traitlets import default
 
 from course_utils.errors import ArgumentParser, CourseError, check_choice, main_guard
 from course_utils.paths import WEEKS_DIR, week_folders
-from course_utils.profiles import PROFILES, get_profile
+from course_utils.profiles import MODEL_FIELDS, PROFILES, get_profile
 
 __all__ = ["WeekNotebook", "discover", "main", "parse_parameter", "run_notebooks", "select"]
 
@@ -146,6 +146,20 @@ def _check_device(*, profile: str, parameters: dict[str, Any]) -> None:
         raise CourseError(f"{source}: {err}") from err
 
 
+def _check_models(*, profile: str, parameters: dict[str, Any]) -> None:
+    """Every model the run will load must resolve: a course model's files present, an id the registry knows."""
+    from course_utils.registry import resolve
+
+    chosen = get_profile(profile)
+    for field in MODEL_FIELDS:
+        requested = parameters.get(field)
+        source = f"-p {field}" if requested is not None else f"profile {profile!r}"
+        try:
+            resolve(str(requested if requested is not None else getattr(chosen, field)))
+        except CourseError as err:
+            raise CourseError(f"{source}: {err}") from err
+
+
 def _one_line(name: str, message: str) -> str:
     message = " ".join(message.split())
     return f"{name}: {message}" if message else name
@@ -221,6 +235,7 @@ def run_notebooks(
     notebooks = select(discover(weeks_dir), weeks=weeks)
     _check_parameters(notebooks, weeks_dir=weeks_dir, parameters=parameters)
     _check_device(profile=profile, parameters=parameters)
+    _check_models(profile=profile, parameters=parameters)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"profile": profile, "parameters": dict(parameters), "notebooks": []}
     bar = tqdm(notebooks, desc="notebooks", unit="nb")

@@ -291,3 +291,17 @@ def test_load_denoiser_refuses_a_pipeline_it_cannot_denoise_with(tmp_path: Path,
         load_denoiser(str(folder), device="cpu", dtype="float32")
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_model_cpu_offload_gives_the_same_estimates(den: IFDenoiser, tiny_if_path: Path) -> None:
+    """The path a 15 GB GPU takes (model CPU offload, on by default on CUDA), exercised here on the CPU."""
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(tiny_if_path)
+    offloaded = IFDenoiser(pipe, model_id="tiny-if", device=torch.device("cpu"), dtype=torch.float32, offload=True)
+    assert hasattr(pipe.unet, "_hf_hook") and hasattr(pipe.text_encoder, "_hf_hook")
+    cond = den.condition(["a rocket ship"])
+    torch.testing.assert_close(offloaded.condition(["a rocket ship"]), cond)
+    x_t = den.noise(2, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([500, 100])
+    torch.testing.assert_close(offloaded(x_t, t, cond.expand(2, -1, -1)), den(x_t, t, cond.expand(2, -1, -1)))

@@ -6,6 +6,7 @@ Kernel start-ups are the cost, so each execution is a module-scoped fixture shar
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -248,4 +249,18 @@ def test_missing_cuda_is_one_line_and_exit_2(weeks: Path, tmp_path: Path, args: 
     proc = runner("--weeks-dir", weeks, "--out", tmp_path / "o", *args)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [line]
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_model_files_are_one_line_and_exit_2(weeks: Path, tmp_path: Path) -> None:
+    """A course model that was never built is refused before any kernel starts, with the command that builds it."""
+    empty = tmp_path / "empty-root"
+    cmd = [sys.executable, "-m", "course_utils.run", "--weeks-dir", str(weeks), "--out", str(tmp_path / "o")]
+    env = {**os.environ, "COURSE_ROOT": str(empty)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    missing = empty / "data" / "models" / "digits-ddpm"
+    assert proc.stderr.splitlines() == [
+        f"error: profile 'offline': model files for course/digits-ddpm are missing at {missing}; run `make models`"
+    ]
     assert not (tmp_path / "o").exists()
