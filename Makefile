@@ -29,9 +29,9 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q tests -m "not slow"
 
-# Re-execute the committed notebooks in place on the offline profile (their outputs are what nbval checks).
+# Re-execute the committed notebooks in place on the offline profile (week outputs are what nbval checks).
 notebooks: setup
-	for nb in weeks/*/*.ipynb; do \
+	for nb in weeks/*/*.ipynb assignments/*/*.ipynb; do \
 		(cd $$(dirname $$nb) && $(abspath $(VENV))/bin/jupyter nbconvert --to notebook --execute --inplace \
 			--ExecutePreprocessor.kernel_name=python3 $$(basename $$nb)) || exit 1; \
 	done
