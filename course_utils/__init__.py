@@ -3,9 +3,10 @@
 Floors (nothing imports a floor above it):
     faces      ``run`` (papermill runner), ``grade`` (otter assignments), command-line modules
     choosing   ``profiles`` (offline | gpu), ``registry`` (model ids, mirrors, tokens)
-    algorithms ``schedules``, ``diffusion`` (forward process, DDPM/DDIM loops), ``guidance``
+    algorithms ``schedules``, ``diffusion`` (forward process, DDPM/DDIM loops), ``guidance`` (CFG, anagrams,
+               hybrids), ``editing`` (SDEdit, inpainting), ``views``, ``masks``
     things     ``denoisers``, ``models``, ``data``
-beside them ``metrics``, ``plotting``, ``runtime``, ``images``.
+beside them ``metrics``, ``studies``, ``plotting``, ``runtime``, ``images``, ``training``.
 
 Notation is the papers'; see ``GLOSSARY.md`` beside this file.
 """

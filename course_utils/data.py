@@ -7,13 +7,14 @@ models see.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from course_utils.errors import CourseError, check_choice
 
-__all__ = ["PHOTOS", "DigitsSplit", "example_image", "load_digits_split", "load_photo"]
+__all__ = ["PHOTOS", "DigitsSplit", "example_image", "fit_image", "load_digits_split", "load_image", "load_photo"]
 
 PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket")
 
@@ -84,3 +85,29 @@ def example_image(
     if channels != 3 or height != width:
         raise CourseError(f"no example image for sample shape {sample_shape}")
     return load_photo(photo, size=height)
+
+
+def fit_image(image: torch.Tensor, sample_shape: tuple[int, int, int]) -> torch.Tensor:
+    """Bring any image ``(1, C, H, W)`` in ``[-1, 1]`` to a model's ``(C', H', W')``: resize, and average
+    to grey for single-channel models. A photo fitted to the digits model becomes an 8×8 grey picture,
+    which SDEdit then projects onto digits."""
+    import torch.nn.functional as F
+
+    channels, height, width = sample_shape
+    x = F.interpolate(image.float(), size=(height, width), mode="area")
+    if channels == 1 and x.shape[1] != 1:
+        x = x.mean(dim=1, keepdim=True)
+    elif channels == 3 and x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    return x.clamp(-1, 1)
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """A PNG/JPEG file as ``(1, 3, H, W)`` in ``[-1, 1]`` (alpha dropped, grey repeated to RGB)."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise CourseError(f"no image at {path}")
+    img = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(img).permute(2, 0, 1).unsqueeze(0) * 2.0 - 1.0

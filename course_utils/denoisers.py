@@ -40,6 +40,7 @@ class Denoiser:
     dtype: torch.dtype
 
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+        """ε̂ for ``x_t`` ``(B, C, H, W)`` at ``t`` ``(B,)``; ``cond=None`` means unconditional."""
         raise NotImplementedError
 
     def condition(self, items: Sequence[Any]) -> Any:
@@ -66,7 +67,8 @@ class DigitsDenoiser(Denoiser):
         self.model_id, self.device, self.dtype = model_id, device, dtype
 
     @torch.no_grad()
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        cond = self.null_condition(x_t.shape[0]) if cond is None else cond
         return self.unet(x_t, t, class_labels=cond).sample
 
     def condition(self, items: Sequence[int | str]) -> torch.Tensor:
@@ -114,7 +116,8 @@ class IFDenoiser(Denoiser):
         self.model_id, self.device, self.dtype = model_id, device, dtype
 
     @torch.no_grad()
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        cond = self.null_condition(x_t.shape[0]) if cond is None else cond
         out = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=cond).sample
         return out[:, : x_t.shape[1]].to(x_t.dtype)  # (B, 6, H, W): ε and the variance; keep ε
 

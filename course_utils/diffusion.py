@@ -268,6 +268,7 @@ def denoise_steps(
     guidance: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = classifier_free_guidance,
     generator: torch.Generator | None = None,
     noises: Iterable[torch.Tensor] | None = None,
+    after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     progress: bool = False,
 ) -> Iterator[DiffusionStep]:
     """Run the reverse process over ``timesteps`` (descending), yielding a :class:`DiffusionStep` each.
@@ -284,6 +285,8 @@ def denoise_steps(
             and the outputs are combined by ``guidance(out_cond, out_uncond, w)``.
         generator: draws the per-step noise ``z`` when ``noises`` is not given.
         noises: explicit per-step noise tensors, consumed in order where a step needs one.
+        after_step: ``after_step(x_prev, t_prev) -> x_prev``, applied to every step's output before the
+            next step (inpainting forces the known region here, see :func:`course_utils.editing.inpaint`).
         progress: show a tqdm bar.
     """
     check_choice("update rule", update, UPDATE_RULES)
@@ -316,6 +319,8 @@ def denoise_steps(
         else:
             noise = draw() if eta > 0 else None
             x_prev, x0 = ddim_step(x, output, t=t, t_prev=t_prev, schedule=schedule, eta=eta, noise=noise)
+        if after_step is not None:
+            x_prev = after_step(x_prev, t_prev)
         yield DiffusionStep(index=i, t=t, t_prev=t_prev, x_t=x, x0_pred=x0, x_prev=x_prev)
         x = x_prev
 

@@ -139,8 +139,11 @@ def _otter(args: Sequence[str], *, timeout: float) -> tuple[int | None, str]:
 
     It runs in its own process group, so a timeout also ends the kernel otter started.
     """
+    # one OpenMP thread per run: several kernels on few cores otherwise slow each other down many times over
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "otter", *args],
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -15,7 +15,7 @@ import torch
 
 from course_utils.data import load_digits_split
 
-__all__ = ["DigitClassifier", "agreement", "digit_classifier", "psnr"]
+__all__ = ["DigitClassifier", "agreement", "digit_classifier", "diversity", "psnr", "psnr_per_image"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +96,22 @@ def digits_agreement_table(
         )
         result[f"agreement@{w:g}"] = agreement(images, labels, classifier)
     return result
+
+
+def psnr_per_image(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of each image of ``x`` ``(B, C, H, W)`` against ``reference`` (broadcastable). ``(B,)``."""
+    mse = ((x.float() - reference.float()) ** 2).flatten(1).mean(dim=1).clamp(min=1e-12)
+    return 10 * torch.log10(4.0 / mse)
+
+
+def diversity(images: torch.Tensor) -> float:
+    """Mean pairwise RMS distance between images ``(N, C, H, W)`` in ``[-1, 1]`` (0 when all are equal).
+
+    Used per condition: the more classifier-free guidance pushes, the more alike its samples become.
+    """
+    if images.shape[0] < 2:
+        return 0.0
+    flat = images.float().flatten(1)
+    d = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
+    n = flat.shape[0]
+    return float(d.sum() / (n * (n - 1)))

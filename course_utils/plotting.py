@@ -7,6 +7,7 @@ so notebooks end a cell with it and tests can inspect it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
@@ -15,7 +16,7 @@ from course_utils.diffusion import DiffusionStep
 from course_utils.errors import CourseError
 from course_utils.images import to_numpy_image
 
-__all__ = ["curve", "image_grid", "schedule_curves", "trajectory_grid"]
+__all__ = ["DrawingPad", "curve", "image_grid", "measured_curves", "schedule_curves", "trajectory_grid"]
 
 
 def image_grid(
@@ -90,3 +91,54 @@ def curve(x: Sequence[float], ys: Mapping[str, Sequence[float]], *, xlabel: str,
         ax.legend()
     fig.tight_layout()
     return fig
+
+
+def measured_curves(study: Any, *, title: str) -> plt.Figure:
+    """One panel per measure of a :class:`course_utils.studies.Study`, against its setting, a line per series."""
+    if not study.measures:
+        raise CourseError(f"{study.name}: nothing was measured for this model (the measures need the digits model)")
+    table = study.table
+    series = table[study.series] if study.series else ["all"] * len(table[study.setting])
+    names = list(dict.fromkeys(series))
+    fig, axes = plt.subplots(1, len(study.measures), figsize=(4.2 * len(study.measures), 3.2), squeeze=False)
+    for ax, measure in zip(axes[0], study.measures, strict=True):
+        for name in names:
+            rows = [i for i, s in enumerate(series) if s == name]
+            ax.plot([table[study.setting][i] for i in rows], [table[measure][i] for i in rows], marker="o", label=name)
+        ax.set_xlabel(study.setting)
+        ax.set_ylabel(measure.replace("_", " "))
+        ax.grid(alpha=0.3)
+        if len(names) > 1:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+class DrawingPad:
+    """A small grid of toggle buttons to draw on in Jupyter (click a cell to paint it white).
+
+    ``pad.widget`` is the ipywidgets box to display; ``pad.image()`` returns the drawing as
+    ``(1, 1, size, size)`` in ``[-1, 1]``, or ``None`` while nothing is drawn (headless runs never draw,
+    so notebooks fall back to a shipped picture).
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        import ipywidgets as widgets
+
+        if not 2 <= size <= 32:
+            raise CourseError(f"DrawingPad size must be in 2..32, got {size}")
+        self.size = size
+        self.buttons = [
+            widgets.ToggleButton(layout=widgets.Layout(width="26px", height="26px")) for _ in range(size**2)
+        ]
+        self.widget = widgets.GridBox(
+            self.buttons, layout=widgets.Layout(grid_template_columns=f"repeat({size}, 28px)", grid_gap="1px")
+        )
+
+    def image(self):
+        """The drawing ``(1, 1, size, size)`` in ``[-1, 1]`` (white strokes on black), or ``None`` if empty."""
+        import torch
+
+        values = torch.tensor([float(b.value) for b in self.buttons]).view(1, 1, self.size, self.size)
+        return None if values.sum() == 0 else values * 2 - 1

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from course_utils.errors import check_choice
 
@@ -23,6 +25,8 @@ class Profile:
         prompts: conditions to sample from: digits for the digits model, prompts for IF.
         denoise_prompt: the condition used when denoising a given image (``None``: unconditional).
         image_size: side of the bundled photo as the denoiser sees it.
+        examples: conditions per week-2 technique (``img2img`` prompt, ``anagram`` pairs with their view,
+            ``hybrid`` pairs as (low frequencies, high frequencies)).
     """
 
     name: str
@@ -33,6 +37,7 @@ class Profile:
     denoise_prompt: str | None
     image_size: int
     description: str
+    examples: Mapping[str, Any]
 
     def override(self, **values: object) -> Profile:
         """A copy with the given fields replaced; ``None`` values keep the profile's own setting.
@@ -61,6 +66,11 @@ PROFILES: dict[str, Profile] = {
         denoise_prompt=None,
         image_size=64,
         description="the course's own miniature models and bundled data; runs on any CPU without a network",
+        examples={
+            "img2img": "8",
+            "anagram": [["6", "9", "rot180"], ["2", "5", "flip_horizontal"]],
+            "hybrid": [["9", "0"], ["8", "4"]],
+        },
     ),
     "gpu": Profile(
         name="gpu",
@@ -71,6 +81,13 @@ PROFILES: dict[str, Profile] = {
         denoise_prompt="a high quality photo",
         image_size=64,
         description="the real Hub models (DeepFloyd IF, Stable Diffusion) on a CUDA GPU with a Hub token",
+        examples={
+            "img2img": "a rocket ship",
+            "anagram": [
+                ["an oil painting of an old man", "an oil painting of people around a campfire", "flip_vertical"]
+            ],
+            "hybrid": [["a lithograph of a skull", "a lithograph of waterfalls"]],
+        },
     ),
 }
 

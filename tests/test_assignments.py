@@ -1,17 +1,21 @@
-"""Tests for ``python -m course_utils.grade``: otter assign week 1's assignment, then grade notebooks with it.
+"""Tests for ``python -m course_utils.grade``: otter assign the weeks' assignments, then grade notebooks with them.
 
-otter runs cost kernel start-ups, so one ``assign`` and one ``grade`` of several submissions (run in
-parallel) are module-scoped fixtures shared by most tests.
+otter runs cost kernel start-ups, so one ``assign`` of both weeks and one ``grade`` per week (several
+submissions each, the two weeks' runs at the same time) are module-scoped fixtures shared by most tests.
+Week 1 is tested in depth (partial answers, broken and slow submissions, refused solutions); week 2 shares
+the checks every assignment must pass (student notebook, autograder zip, full and less than full marks).
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +25,114 @@ import pytest
 pytestmark = pytest.mark.slow  # starts kernels
 
 ROOT = Path(__file__).resolve().parents[1]
-WEEK = "01_sampling_loops"
-NOTEBOOK = "sampling_loops_1.ipynb"
-QUESTIONS = {"q1": 3, "q2": 3, "q3": 4}
-HEADER = ["submission", *QUESTIONS, "total", "possible", "percent", "error"]
+
+
+@dataclass(frozen=True)
+class Week:
+    """What the tests know of one week's assignment source."""
+
+    folder: str
+    notebook: str
+    questions: dict[str, int]  # question → points
+    answers: dict[str, str]  # question → the signature in its answer cell
+    public: tuple[str, ...]  # test functions the student notebook carries
+    hidden: tuple[str, ...]  # test functions only the autograder has
+
+    @property
+    def possible(self) -> int:
+        return sum(self.questions.values())
+
+    @property
+    def header(self) -> list[str]:
+        return ["submission", *self.questions, "total", "possible", "percent", "error"]
+
+
+WEEKS = {
+    "01": Week(
+        folder="01_sampling_loops",
+        notebook="sampling_loops_1.ipynb",
+        questions={"q1": 3, "q2": 3, "q3": 4},
+        answers={"q1": "def q_sample(", "q2": "def one_step_denoise(", "q3": "def ddim_step("},
+        public=("test_q1_matches_package", "test_q2_matches_package", "test_q3_matches_package"),
+        hidden=(
+            "test_q1_per_sample_t",
+            "test_q2_per_sample_t",
+            "test_q3_last_step_returns_x0_hat",
+            "test_q3_sampling_loop",
+        ),
+    ),
+    "02": Week(
+        folder="02_sampling_loops_2",
+        notebook="sampling_loops_2.ipynb",
+        questions={"q1": 2, "q2": 3, "q3": 4, "q4": 3, "q5": 3},
+        answers={
+            "q1": "def cfg(",
+            "q2": "def sdedit_start(",
+            "q3": "def keep_known(",
+            "q4": "def anagram_eps(",
+            "q5": "def hybrid_eps(",
+        },
+        public=tuple(f"test_{q}_matches_package" for q in ("q1", "q2", "q3", "q4", "q5")),
+        hidden=(
+            "test_q1_edge_cases_and_per_image_scales",
+            "test_q1_guided_sampling_loop",
+            "test_q2_rejects_i_start_out_of_range",
+            "test_q2_sdedit_loop",
+            "test_q3_clean_end_and_per_image_masks",
+            "test_q3_repaint_loop",
+            "test_q4_every_view_and_agreeing_estimates",
+            "test_q4_anagram_loop",
+            "test_q5_edge_cases",
+            "test_q5_hybrid_loop",
+        ),
+    ),
+}
+VALID_WEEKS = ", ".join(WEEKS)
+# week 1, which the in-depth tests use
+WEEK = WEEKS["01"].folder
+NOTEBOOK = WEEKS["01"].notebook
+QUESTIONS = WEEKS["01"].questions
+HEADER = WEEKS["01"].header
+
+
+# One thread per kernel: the tensors are tiny, and otter runs several kernels on few cores, where torch's
+# default thread pool spins (a 8×8 blur takes 70 ms instead of 0.1 ms on a busy 2-core machine).
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _cli(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "course_utils.grade", *map(str, args)]
 
 
 def grade_cli(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "course_utils.grade", *map(str, args)]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(_cli(*args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def grade_clis(runs: dict[str, list[str | Path]], timeout: float = 600) -> dict[str, tuple[int, str]]:
+    """Several CLI runs at the same time: name → (exit code, stdout + stderr)."""
+    procs = {
+        name: subprocess.Popen(
+            _cli(*args), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for name, args in runs.items()
+    }
+    results = {}
+    try:
+        for name, proc in procs.items():
+            output, _ = proc.communicate(timeout=timeout)
+            results[name] = (proc.returncode, output)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return results
+
+
+def read_scores(path: Path) -> dict[str, Any]:
+    with path.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    return {"header": header, "rows": {row[0]: dict(zip(header, row, strict=True)) for row in rows}}
 
 
 def answer_cell(nb: nbformat.NotebookNode, signature: str) -> nbformat.NotebookNode:
@@ -39,18 +142,20 @@ def answer_cell(nb: nbformat.NotebookNode, signature: str) -> nbformat.NotebookN
 
 @pytest.fixture(scope="module")
 def assigned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Both weeks built into one dist folder, by one ``assign`` run per week at the same time."""
     out = tmp_path_factory.mktemp("dist")
-    proc = grade_cli("assign", "--weeks", "1", "--out", out)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return {"dist": out, "week": out / WEEK, "stdout": proc.stdout}
+    results = grade_clis({w: ["assign", "--weeks", w, "--out", out] for w in WEEKS})
+    for code, output in results.values():
+        assert code == 0, output
+    weeks = {w: out / spec.folder for w, spec in WEEKS.items()}
+    stdout = "".join(output for _, output in results.values())
+    return {"dist": out, "week": weeks["01"], "weeks": weeks, "stdout": stdout}
 
 
-@pytest.fixture(scope="module")
-def graded(assigned: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Grade: the solution, the untouched student notebook, one with only q1 answered, a non-notebook."""
+def _week1_submissions(assigned: dict[str, Any], subs: Path) -> None:
+    """The solution, the untouched student notebook, one with only q1 answered, a non-notebook."""
     solution = assigned["week"] / "autograder" / NOTEBOOK
     student = assigned["week"] / "student" / NOTEBOOK
-    subs = tmp_path_factory.mktemp("submissions")
     shutil.copy(solution, subs / "solution.ipynb")
     (subs / "bob").mkdir()
     shutil.copy(student, subs / "bob" / "untouched.ipynb")
@@ -61,51 +166,83 @@ def graded(assigned: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -
     (subs / ".ipynb_checkpoints").mkdir()
     shutil.copy(solution, subs / ".ipynb_checkpoints" / "solution-checkpoint.ipynb")
 
-    out = tmp_path_factory.mktemp("grades")
-    proc = grade_cli("grade", subs, "--dist", assigned["dist"], "--out", out, "--jobs", "4")  # no --week: the only one
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    with (out / "scores.csv").open(newline="") as f:
-        header, *rows = list(csv.reader(f))
-    return {
-        "header": header,
-        "rows": {row[0]: dict(zip(header, row, strict=True)) for row in rows},
-        "out": out,
-        "stdout": proc.stdout,
-    }
+
+@pytest.fixture(scope="module")
+def graded_weeks(assigned: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Grade both weeks at once: week 1's submissions from a dist holding only week 1 (so no ``--week``),
+    week 2's solution and untouched student notebook from the shared dist with ``--week 02``."""
+    subs1 = tmp_path_factory.mktemp("submissions")
+    _week1_submissions(assigned, subs1)
+    dist1 = tmp_path_factory.mktemp("dist1")
+    shutil.copytree(assigned["week"], dist1 / WEEK)
+
+    week2 = WEEKS["02"]
+    subs2 = tmp_path_factory.mktemp("submissions2")
+    shutil.copy(assigned["weeks"]["02"] / "autograder" / week2.notebook, subs2 / "solution.ipynb")
+    (subs2 / "bob").mkdir()
+    shutil.copy(assigned["weeks"]["02"] / "student" / week2.notebook, subs2 / "bob" / "untouched.ipynb")
+
+    outs = {"01": tmp_path_factory.mktemp("grades"), "02": tmp_path_factory.mktemp("grades2")}
+    results = grade_clis(
+        {
+            "01": ["grade", subs1, "--dist", dist1, "--out", outs["01"], "--jobs", "4"],  # no --week: the only one
+            "02": ["grade", subs2, "--dist", assigned["dist"], "--week", "02", "--out", outs["02"], "--jobs", "2"],
+        }
+    )
+    graded = {}
+    for week, (code, output) in results.items():
+        assert code == 0, output
+        graded[week] = {**read_scores(outs[week] / "scores.csv"), "out": outs[week], "stdout": output}
+    return graded
+
+
+@pytest.fixture(scope="module")
+def graded(graded_weeks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Week 1's grades."""
+    return graded_weeks["01"]
 
 
 # ---- assign ----------------------------------------------------------------------------------------------
 
 
-def test_assign_writes_student_notebook_and_autograder_zip(assigned: dict[str, Any]) -> None:
-    week = assigned["week"]
-    assert (week / "student" / NOTEBOOK).is_file()
-    assert (week / "autograder" / NOTEBOOK).is_file()
+@pytest.mark.parametrize("week_id", list(WEEKS))
+def test_assign_writes_student_notebook_and_autograder_zip(week_id: str, assigned: dict[str, Any]) -> None:
+    week, notebook = assigned["weeks"][week_id], WEEKS[week_id].notebook
+    assert (week / "student" / notebook).is_file()
+    assert (week / "autograder" / notebook).is_file()
     assert (week / "autograder" / "autograder.zip").is_file()
     assert not list((week / "autograder").glob("*-autograder_*.zip")), "the timestamped zip should be renamed"
-    assert str(week / "student" / NOTEBOOK) in assigned["stdout"]
+    assert str(week / "student" / notebook) in assigned["stdout"]
     assert str(week / "autograder" / "autograder.zip") in assigned["stdout"]
 
 
-def test_student_notebook_has_placeholders_and_only_public_tests(assigned: dict[str, Any]) -> None:
-    text = (assigned["week"] / "student" / NOTEBOOK).read_text()
+@pytest.mark.parametrize("week_id", list(WEEKS))
+def test_student_notebook_has_placeholders_and_only_public_tests(week_id: str, assigned: dict[str, Any]) -> None:
+    spec = WEEKS[week_id]
+    text = (assigned["weeks"][week_id] / "student" / spec.notebook).read_text()
     nb = nbformat.reads(text, as_version=4)
-    for signature, question in [("def q_sample(", "q1"), ("def one_step_denoise(", "q2"), ("def ddim_step(", "q3")]:
+    for question, signature in spec.answers.items():
         source = answer_cell(nb, signature).source
         assert f'raise NotImplementedError("{question}' in source
         assert "SOLUTION" not in source and "return" not in source, source
         assert any(c.source.strip() == f'grader.check("{question}")' for c in nb.cells)
-    assert "test_q1_matches_package" in text  # public tests travel with the student notebook
-    for hidden in ["test_q1_per_sample_t", "test_q2_per_sample_t", "test_q3_sampling_loop"]:
+    for public in spec.public:  # public tests travel with the student notebook
+        assert public in text
+    for hidden in spec.hidden:
         assert hidden not in text
 
 
-def test_autograder_zip_holds_every_test_hidden_ones_included(assigned: dict[str, Any]) -> None:
-    with zipfile.ZipFile(assigned["week"] / "autograder" / "autograder.zip") as zf:
-        assert {f"tests/{q}.py" for q in QUESTIONS} <= set(zf.namelist())
-        q3 = zf.read("tests/q3.py").decode()
-    assert "def test_q3_sampling_loop" in q3 and "hidden=True" in q3
-    assert "points = 4" in q3
+@pytest.mark.parametrize("week_id", list(WEEKS))
+def test_autograder_zip_holds_every_test_hidden_ones_included(week_id: str, assigned: dict[str, Any]) -> None:
+    spec = WEEKS[week_id]
+    with zipfile.ZipFile(assigned["weeks"][week_id] / "autograder" / "autograder.zip") as zf:
+        assert {f"tests/{q}.py" for q in spec.questions} <= set(zf.namelist())
+        tests = {q: zf.read(f"tests/{q}.py").decode() for q in spec.questions}
+    for question, points in spec.questions.items():
+        assert f"points = {points}" in tests[question], tests[question]
+    for name in (*spec.public, *spec.hidden):
+        assert f"def {name}(" in tests[name.split("_")[1]], name
+    assert all("hidden=True" in tests[name.split("_")[1]] for name in spec.hidden)
 
 
 def test_assign_refuses_a_solution_that_fails_its_tests(tmp_path: Path) -> None:
@@ -131,17 +268,24 @@ def test_scores_csv_has_one_row_per_submission_and_question_columns(graded: dict
     assert set(graded["rows"]) == {"solution.ipynb", "bob/untouched.ipynb", "q1_only.ipynb", "broken.ipynb"}
 
 
-def test_solution_gets_full_marks(graded: dict[str, Any]) -> None:
+@pytest.mark.parametrize("week_id", list(WEEKS))
+def test_solution_gets_full_marks(week_id: str, graded_weeks: dict[str, dict[str, Any]]) -> None:
+    spec, graded = WEEKS[week_id], graded_weeks[week_id]
+    assert graded["header"] == spec.header
     row = graded["rows"]["solution.ipynb"]
-    assert {q: float(row[q]) for q in QUESTIONS} == QUESTIONS
-    assert (float(row["total"]), float(row["possible"]), float(row["percent"])) == (10, 10, 100)
+    assert {q: float(row[q]) for q in spec.questions} == spec.questions
+    assert (float(row["total"]), float(row["possible"]), float(row["percent"])) == (spec.possible, spec.possible, 100)
     assert row["error"] == ""
 
 
-def test_untouched_student_notebook_scores_less_than_full_marks(graded: dict[str, Any]) -> None:
-    row = graded["rows"]["bob/untouched.ipynb"]
-    assert float(row["total"]) < float(row["possible"]) == 10
-    assert [float(row[q]) for q in QUESTIONS] == [0, 0, 0]
+@pytest.mark.parametrize("week_id", list(WEEKS))
+def test_untouched_student_notebook_scores_less_than_full_marks(
+    week_id: str, graded_weeks: dict[str, dict[str, Any]]
+) -> None:
+    spec = WEEKS[week_id]
+    row = graded_weeks[week_id]["rows"]["bob/untouched.ipynb"]
+    assert float(row["total"]) < float(row["possible"]) == spec.possible
+    assert [float(row[q]) for q in spec.questions] == [0] * len(spec.questions)
     assert row["error"] == "", "the untouched notebook must still execute"
 
 
@@ -200,7 +344,10 @@ def _with_notebook(tmp_path: Path) -> Path:
 
 
 BAD_INPUTS: dict[str, tuple[Callable[[Path, Path], list[str | Path]], str]] = {
-    "unknown week to assign": (lambda tmp, dist: ["assign", "--weeks", "99"], "unknown week '99'; valid weeks: 01"),
+    "unknown week to assign": (
+        lambda tmp, dist: ["assign", "--weeks", "99"],
+        f"unknown week '99'; valid weeks: {VALID_WEEKS}",
+    ),
     "no subcommand": (lambda tmp, dist: [], "required"),
     "submissions missing": (lambda tmp, dist: ["grade", tmp / "nope", "--dist", dist], "no submissions folder"),
     "no notebooks": (lambda tmp, dist: ["grade", tmp, "--dist", dist], "no notebooks"),
@@ -214,7 +361,11 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path, Path], list[str | Path]], str]] = {
     ),
     "unknown week to grade": (
         lambda tmp, dist: ["grade", _with_notebook(tmp), "--dist", dist, "--week", "99"],
-        "unknown week '99'; valid weeks: 01",
+        f"unknown week '99'; valid weeks: {VALID_WEEKS}",
+    ),
+    "several weeks built, no --week": (
+        lambda tmp, dist: ["grade", _with_notebook(tmp), "--dist", dist],
+        f"holds several weeks ({VALID_WEEKS}); choose one with --week",
     ),
     "bad --jobs": (lambda tmp, dist: ["grade", _with_notebook(tmp), "--jobs", "0"], "positive integer"),
 }

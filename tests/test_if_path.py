@@ -234,27 +234,18 @@ def test_ddpm_sample_matches_diffusers_ddpm_scheduler(den: IFDenoiser, conds) ->
 # --- the week-1 notebook on the IF code path ---------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_week1_notebook_runs_on_the_if_code_path(tiny_if_path: Path, tmp_path: Path) -> None:
+def _run_on_if(notebook: Path, parameters: dict, tmp_path: Path):
+    """Execute a week notebook on the gpu profile's code path, pointed at the tiny IF on the CPU."""
     import nbformat
     import papermill
 
     from course_utils.run import RunnerKernelManager  # this interpreter, MPLBACKEND=Agg (as `make run`)
 
-    notebook = WEEKS_DIR / "01_sampling_loops" / "01_sampling_loops.ipynb"
     output = tmp_path / notebook.name
     papermill.execute_notebook(
         str(notebook),
         str(output),
-        parameters={
-            "profile": "gpu",
-            "denoiser": str(tiny_if_path),
-            "device": "cpu",
-            "dtype": "float32",
-            "samples_per_prompt": 1,
-            "num_strided_steps": 10,
-            "i_start": 3,
-        },
+        parameters={"profile": "gpu", "device": "cpu", "dtype": "float32", **parameters},
         kernel_name="python3",
         language="python",
         cwd=str(notebook.parent),
@@ -264,13 +255,40 @@ def test_week1_notebook_runs_on_the_if_code_path(tiny_if_path: Path, tmp_path: P
         kernel_manager_class=RunnerKernelManager,
     )  # raises PapermillExecutionError on the first failing cell
     nb = nbformat.read(output, as_version=4)
-    errors = [out for cell in nb.cells for out in cell.get("outputs", []) if out.get("output_type") == "error"]
-    assert not errors
-    text = "".join(out.get("text", "") for cell in nb.cells for out in cell.get("outputs", []))
+    outputs = [out for cell in nb.cells for out in cell.get("outputs", [])]
+    assert not [out for out in outputs if out.get("output_type") == "error"]
+    text = "".join(out.get("text", "") for out in outputs)
+    images = [out for out in outputs if "image/png" in out.get("data", {})]
+    return text, images
+
+
+@pytest.mark.slow
+def test_week1_notebook_runs_on_the_if_code_path(tiny_if_path: Path, tmp_path: Path) -> None:
+    notebook = WEEKS_DIR / "01_sampling_loops" / "01_sampling_loops.ipynb"
+    parameters = {"denoiser": str(tiny_if_path), "samples_per_prompt": 1, "num_strided_steps": 10, "i_start": 3}
+    text, images = _run_on_if(notebook, parameters, tmp_path)
     assert f"profile gpu: {tiny_if_path} denoises images of shape (3, 16, 16)" in text
     assert "== course_utils.diffusion.ddpm_step" in text  # the hand-written step matched the package on IF
-    images = [out for cell in nb.cells for out in cell.get("outputs", []) if "image/png" in out.get("data", {})]
     assert len(images) >= 5  # schedule, forward process ×2, blur, one-step, trajectory, comparison, samples
+
+
+@pytest.mark.slow
+def test_week2_notebook_runs_on_the_if_code_path(tiny_if_path: Path, tmp_path: Path) -> None:
+    notebook = WEEKS_DIR / "02_sampling_loops_2" / "02_sampling_loops_2.ipynb"
+    parameters = {
+        "denoiser": str(tiny_if_path),
+        "steps": 5,
+        "cfg_scales": [1, 3],
+        "samples_per_condition": 2,
+        "sdedit_levels": [1, 3],
+        "hybrid_sigmas": [1.0],
+    }
+    text, images = _run_on_if(notebook, parameters, tmp_path)
+    assert f"profile gpu: {tiny_if_path}, images of shape (3, 16, 16)" in text
+    for technique in ("classifier_free_guidance", "anagram_combine", "hybrid_combine"):
+        assert f"== course_utils.guidance.{technique}" in text
+    assert "known_region_max_error" in text and "adherence" not in text  # no digit classifier for IF
+    assert len(images) >= 8  # a grid per study, curves where something was measured
 
 
 # --- refusals ---------------------------------------------------------------------------------------------

@@ -1,0 +1,368 @@
+"""Measured studies, one per technique of week 2: each varies one setting and measures its effect.
+
+    result = run_study("cfg", den, conditions=["3", "7"], scales=[0, 1, 3])
+    result.grid(); result.curve(); print(result.text())
+
+A study returns a :class:`Study`: a table (one column per setting or measure), a labeled grid of
+example images and a curve of the measures against the setting. Measures that need the digit
+classifier (adherence, "reads as") are computed for the course's digits model only; PSNR and
+diversity are computed for every model, the Hub's included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from course_utils.diffusion import ddpm_sample, strided_timesteps
+from course_utils.editing import check_i_start, inpaint, sdedit, text_guided_sdedit
+from course_utils.errors import CourseError, check_choice
+from course_utils.guidance import hybrid, low_pass, visual_anagram
+from course_utils.metrics import DigitClassifier, digit_classifier, diversity, psnr_per_image
+from course_utils.views import get_view
+
+__all__ = ["STUDIES", "Study", "classifier_for", "run_study"]
+
+
+@dataclass
+class Study:
+    """What a study measured.
+
+    Attributes:
+        name: the technique.
+        setting: the column that varies (``w``, ``i_start``, …).
+        table: column name → values, one row per setting (and per image or pair where there are several).
+        images: example results ``(N, C, H, W)``; ``labels`` one per image; ``ncols`` tiles per row.
+        measures: the columns plotted against ``setting`` by :meth:`curve`.
+    """
+
+    name: str
+    setting: str
+    table: dict[str, list[Any]]
+    images: torch.Tensor
+    labels: list[str]
+    ncols: int
+    measures: list[str] = field(default_factory=list)
+    series: str | None = None
+
+    def text(self, digits: int = 3) -> str:
+        """The table as aligned text (numbers rounded), for notebooks and the terminal."""
+        cols = list(self.table)
+        cells = [[_fmt(v, digits) for v in self.table[c]] for c in cols]
+        widths = [max(len(c), *(len(x) for x in col)) for c, col in zip(cols, cells, strict=True)]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
+        for row in zip(*cells, strict=True):
+            lines.append("  ".join(x.rjust(w) for x, w in zip(row, widths, strict=True)))
+        return "\n".join(lines)
+
+    def grid(self, title: str | None = None):
+        """The example images, labeled by the setting that produced them."""
+        from course_utils.plotting import image_grid
+
+        return image_grid(self.images, labels=self.labels, ncols=self.ncols, title=title or self.name)
+
+    def show(self) -> None:
+        """Print the table, show the example grid and, where something was measured, the curve."""
+        import matplotlib.pyplot as plt
+
+        print(self.text())
+        self.grid()
+        if self.measures:
+            self.curve()
+        plt.show()
+
+    def curve(self, title: str | None = None):
+        """Each measure against the setting (one line per series where the study has several)."""
+        from course_utils.plotting import measured_curves
+
+        return measured_curves(self, title=title or f"{self.name}: measured")
+
+
+def _fmt(value: Any, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def classifier_for(den: Any) -> DigitClassifier | None:
+    """The digit classifier when ``den`` is an 8×8 single-channel digits model, else ``None``."""
+    return digit_classifier() if tuple(den.sample_shape) == (1, 8, 8) else None
+
+
+def _labels_of(classifier: DigitClassifier, images: torch.Tensor) -> torch.Tensor:
+    return classifier.predict(images)
+
+
+def _digit(item: Any) -> int:
+    return int(str(item))
+
+
+def _sample(den: Any, n: int, cond: Any, uncond: Any, *, w: float, timesteps: list[int], seed: int, model=None):
+    """``n`` samples from pure noise with the course's DDPM loop (seeded), guided with scale ``w``."""
+    gen = torch.Generator().manual_seed(seed)
+    x_T = den.noise(n, generator=gen)
+    return ddpm_sample(
+        model or den, x_T, timesteps, schedule=den.schedule, cond=cond, uncond=uncond, guidance_scale=w, generator=gen
+    )
+
+
+def cfg_study(
+    den: Any,
+    *,
+    conditions: Sequence[Any],
+    scales: Sequence[float] = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5),
+    samples_per_condition: int = 10,
+    steps: int = 33,
+    seed: int = 0,
+) -> Study:
+    """Classifier-free guidance: adherence (digits) and diversity as functions of the scale w."""
+    timesteps = strided_timesteps(den.schedule.num_timesteps, steps)
+    items = [c for c in conditions for _ in range(samples_per_condition)]
+    cond, uncond = den.condition(items), den.null_condition(len(items))
+    clf = classifier_for(den)
+    table: dict[str, list[Any]] = {"w": [], "diversity": []}
+    if clf is not None:
+        table["adherence"] = []
+    shown, labels = [], []
+    for w in scales:
+        x = _sample(den, len(items), cond, uncond, w=w, timesteps=timesteps, seed=seed)
+        groups = x.view(len(conditions), samples_per_condition, *x.shape[1:])
+        table["w"].append(float(w))
+        table["diversity"].append(sum(diversity(g) for g in groups) / len(conditions))
+        if clf is not None:
+            table["adherence"].append(
+                float((_labels_of(clf, x) == torch.tensor([_digit(i) for i in items])).float().mean())
+            )
+        shown += [groups[i, 0] for i in range(len(conditions))]
+        labels += [f"w={w:g} '{c}'" for c in conditions]
+    measures = ["adherence", "diversity"] if clf is not None else ["diversity"]
+    return Study("classifier-free guidance", "w", table, torch.stack(shown), labels, len(conditions), measures)
+
+
+def sdedit_study(
+    den: Any,
+    *,
+    images: Mapping[str, torch.Tensor],
+    levels: Sequence[int] = (1, 3, 5, 7, 10, 20),
+    samples: int = 8,
+    steps: int = 33,
+    seed: int = 0,
+) -> Study:
+    """SDEdit: similarity (PSNR) of the edit to the original at each starting index ``i_start``."""
+    timesteps = strided_timesteps(den.schedule.num_timesteps, steps)
+    for i_start in levels:
+        check_i_start(i_start, timesteps)
+    table: dict[str, list[Any]] = {"image": [], "i_start": [], "t": [], "psnr_db": []}
+    shown, labels = [], []
+    for name, image in images.items():
+        shown.append(image[0])
+        labels.append(f"{name}: original")
+        batch = image.expand(samples, *image.shape[1:]).to(den.device, den.dtype)
+        null = den.null_condition(samples)
+        for i_start in levels:
+            gen = torch.Generator().manual_seed(seed)
+            x = sdedit(den, batch, timesteps, i_start=i_start, schedule=den.schedule, cond=null, generator=gen)
+            table["image"].append(name)
+            table["i_start"].append(i_start)
+            table["t"].append(timesteps[i_start])
+            table["psnr_db"].append(float(psnr_per_image(x, batch).mean()))
+            shown.append(x[0])
+            labels.append(f"i_start={i_start}")
+    return Study("SDEdit", "i_start", table, torch.stack(shown), labels, len(levels) + 1, ["psnr_db"], "image")
+
+
+def img2img_study(
+    den: Any,
+    *,
+    image: torch.Tensor,
+    prompt: Any,
+    levels: Sequence[int] = (1, 3, 5, 7, 10, 20),
+    samples: int = 16,
+    guidance_scale: float = 3.0,
+    steps: int = 33,
+    seed: int = 0,
+) -> Study:
+    """Text-conditional image-to-image: how far ``prompt`` pulls ``image`` at each noise level."""
+    timesteps = strided_timesteps(den.schedule.num_timesteps, steps)
+    batch = image.expand(samples, *image.shape[1:]).to(den.device, den.dtype)
+    cond, uncond = den.condition([prompt] * samples), den.null_condition(samples)
+    clf = classifier_for(den)
+    table: dict[str, list[Any]] = {"i_start": [], "t": [], "psnr_db": []}
+    if clf is not None:
+        table["reads_as_prompt"] = []
+    shown, labels = [image[0]], ["original"]
+    for i_start in levels:
+        gen = torch.Generator().manual_seed(seed)
+        x = text_guided_sdedit(
+            den,
+            batch,
+            timesteps,
+            i_start=i_start,
+            schedule=den.schedule,
+            cond=cond,
+            uncond=uncond,
+            guidance_scale=guidance_scale,
+            generator=gen,
+        )
+        table["i_start"].append(i_start)
+        table["t"].append(timesteps[i_start])
+        table["psnr_db"].append(float(psnr_per_image(x, batch).mean()))
+        if clf is not None:
+            table["reads_as_prompt"].append(float((_labels_of(clf, x) == _digit(prompt)).float().mean()))
+        shown.append(x[0])
+        labels.append(f"i_start={i_start}")
+    measures = ["reads_as_prompt", "psnr_db"] if clf is not None else ["psnr_db"]
+    return Study(
+        f"image-to-image towards '{prompt}'", "i_start", table, torch.stack(shown), labels, len(levels) + 1, measures
+    )
+
+
+def inpaint_study(
+    den: Any,
+    *,
+    image: torch.Tensor,
+    masks: Mapping[str, torch.Tensor],
+    label: Any | None = None,
+    prompt: Any | None = None,
+    samples: int = 16,
+    steps: int = 33,
+    seed: int = 0,
+) -> Study:
+    """RePaint-style inpainting per mask: the known region's error (always 0) and, for digits, whether the
+    completed image still reads as the original's ``label``. Unconditional unless a ``prompt`` is given:
+    the larger the hole, the less the kept pixels say about the digit."""
+    timesteps = strided_timesteps(den.schedule.num_timesteps, steps)
+    batch = image.expand(samples, *image.shape[1:]).to(den.device, den.dtype)
+    cond = den.condition([prompt] * samples) if prompt is not None else den.null_condition(samples)
+    clf = classifier_for(den)
+    table: dict[str, list[Any]] = {"mask": [], "masked_fraction": [], "known_region_max_error": []}
+    if clf is not None and label is not None:
+        table["reads_as_label"] = []
+    shown, labels = [], []
+    for name, mask in masks.items():
+        gen = torch.Generator().manual_seed(seed)
+        x = inpaint(den, batch, mask, timesteps, schedule=den.schedule, cond=cond, generator=gen)
+        keep = (mask == 0).to(x.device)
+        table["mask"].append(name)
+        table["masked_fraction"].append(float(mask.float().mean()))
+        table["known_region_max_error"].append(float((x - batch)[..., keep].abs().max()) if keep.any() else 0.0)
+        if "reads_as_label" in table:
+            table["reads_as_label"].append(float((_labels_of(clf, x) == _digit(label)).float().mean()))
+        holed = batch[0] * (1 - mask.to(batch)) - mask.to(batch)  # the hole shown black
+        shown += [batch[0], holed, x[0], x[1]]
+        labels += ["original", f"mask {name}", "inpainted", "inpainted"]
+    measures = ["reads_as_label"] if "reads_as_label" in table else ["known_region_max_error"]
+    return Study("inpainting", "masked_fraction", table, torch.stack(shown), labels, 4, measures)
+
+
+def anagram_study(
+    den: Any,
+    *,
+    pairs: Sequence[tuple[Any, Any, str]],
+    scales: Sequence[float] = (1.0, 2.0, 3.0),
+    samples: int = 50,
+    steps: int = 33,
+    seed: int = 0,
+) -> Study:
+    """Visual anagrams: does the sample read as a, and its view as b? With a control: plain samples of a
+    that already read as b in the view (6 turned upside down is a 9 anyway)."""
+    timesteps = strided_timesteps(den.schedule.num_timesteps, steps)
+    clf = classifier_for(den)
+    null = den.null_condition(samples)
+    table: dict[str, list[Any]] = {"pair": [], "w": []}
+    if clf is not None:
+        table |= {"reads_a": [], "view_reads_b": [], "both": [], "control_both": []}
+    shown, labels = [], []
+    for a, b, view_name in pairs:
+        view = get_view(view_name)
+        ca, cb = den.condition([a] * samples), den.condition([b] * samples)
+        plain = _sample(den, samples, ca, null, w=max(scales), timesteps=timesteps, seed=seed)
+        for w in scales:
+            model = visual_anagram(den, view=view)
+            x = _sample(den, samples, (ca, cb), (null, null), w=w, timesteps=timesteps, seed=seed, model=model)
+            table["pair"].append(f"{a}|{b} {view_name}")
+            table["w"].append(float(w))
+            if clf is not None:
+                ok_a = _labels_of(clf, x) == _digit(a)
+                ok_b = _labels_of(clf, view.forward(x)) == _digit(b)
+                control = (_labels_of(clf, plain) == _digit(a)) & (_labels_of(clf, view.forward(plain)) == _digit(b))
+                table["reads_a"].append(float(ok_a.float().mean()))
+                table["view_reads_b"].append(float(ok_b.float().mean()))
+                table["both"].append(float((ok_a & ok_b).float().mean()))
+                table["control_both"].append(float(control.float().mean()))
+        shown += [x[0], view.forward(x)[0], x[1], view.forward(x)[1]]
+        labels += [f"'{a}'", f"{view_name}: '{b}'", f"'{a}'", f"{view_name}: '{b}'"]
+    measures = ["both", "control_both"] if clf is not None else []
+    return Study("visual anagrams", "w", table, torch.stack(shown), labels, 4, measures, "pair")
+
+
+def hybrid_study(
+    den: Any,
+    *,
+    pairs: Sequence[tuple[Any, Any]],
+    sigmas: Sequence[float] = (0.8, 1.0, 1.5),
+    guidance_scale: float = 3.0,
+    samples: int = 50,
+    steps: int = 33,
+    seed: int = 0,
+) -> Study:
+    """Hybrid images: the blurred sample should read as the low-frequency condition and the sample itself
+    as the high-frequency one. Control: blurred plain samples of the high condition read as the low one."""
+    timesteps = strided_timesteps(den.schedule.num_timesteps, steps)
+    clf = classifier_for(den)
+    null = den.null_condition(samples)
+    table: dict[str, list[Any]] = {"pair": [], "sigma": []}
+    if clf is not None:
+        table |= {"blurred_reads_low": [], "reads_high": [], "control_blurred_reads_low": []}
+    shown, labels = [], []
+    for low, high in pairs:
+        c_low, c_high = den.condition([low] * samples), den.condition([high] * samples)
+        plain = _sample(den, samples, c_high, null, w=guidance_scale, timesteps=timesteps, seed=seed)
+        for sigma in sigmas:
+            model = hybrid(den, sigma=sigma)
+            x = _sample(
+                den,
+                samples,
+                (c_low, c_high),
+                (null, null),
+                w=guidance_scale,
+                timesteps=timesteps,
+                seed=seed,
+                model=model,
+            )
+            table["pair"].append(f"low {low} | high {high}")
+            table["sigma"].append(float(sigma))
+            if clf is not None:
+                table["blurred_reads_low"].append(
+                    float((_labels_of(clf, low_pass(x, sigma)) == _digit(low)).float().mean())
+                )
+                table["reads_high"].append(float((_labels_of(clf, x) == _digit(high)).float().mean()))
+                table["control_blurred_reads_low"].append(
+                    float((_labels_of(clf, low_pass(plain, sigma)) == _digit(low)).float().mean())
+                )
+            shown += [x[0], low_pass(x, sigma)[0], x[1], low_pass(x, sigma)[1]]
+            labels += [f"σ={sigma:g}", "blurred", f"σ={sigma:g}", "blurred"]
+    measures = ["blurred_reads_low", "reads_high", "control_blurred_reads_low"] if clf is not None else []
+    return Study("hybrid images", "sigma", table, torch.stack(shown), labels, 4, measures, "pair")
+
+
+STUDIES: dict[str, Callable[..., Study]] = {
+    "cfg": cfg_study,
+    "sdedit": sdedit_study,
+    "inpaint": inpaint_study,
+    "img2img": img2img_study,
+    "anagram": anagram_study,
+    "hybrid": hybrid_study,
+}
+
+
+def run_study(technique: str, den: Any, **settings: Any) -> Study:
+    """Run the study of ``technique`` (one of :data:`STUDIES`); an unknown name is one line naming the valid ones."""
+    check_choice("technique", technique, STUDIES)
+    try:
+        return STUDIES[technique](den, **settings)
+    except TypeError as err:
+        if "unexpected keyword" in str(err) or "missing" in str(err):
+            raise CourseError(f"{technique} study: {err}") from None
+        raise
