@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from course_utils.errors import CourseError, check_choice
 from course_utils.guidance import classifier_free_guidance
+from course_utils.runtime import randn_like
 from course_utils.schedules import NoiseSchedule
 
 __all__ = [
@@ -303,8 +304,7 @@ def denoise_steps(
                 return next(noise_iter).to(x)
             except StopIteration:
                 raise CourseError("fewer noise tensors than sampling steps need") from None
-        device = generator.device if generator is not None else x.device
-        return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+        return randn_like(x, generator=generator)
 
     for i in tqdm(range(len(timesteps)), desc=f"{update} sampling", disable=not progress, leave=False):
         t = timesteps[i]

@@ -21,6 +21,7 @@ import torch
 from course_utils.diffusion import Model, ddpm_sample, q_sample
 from course_utils.errors import CourseError
 from course_utils.masks import check_mask
+from course_utils.runtime import randn_like
 from course_utils.schedules import NoiseSchedule
 
 __all__ = ["check_i_start", "inpaint", "sdedit", "text_guided_sdedit"]
@@ -33,11 +34,6 @@ def check_i_start(i_start: int, timesteps: Sequence[int]) -> int:
             f"i_start must be an integer in 0..{len(timesteps) - 1} (the strided timesteps), got {i_start!r}"
         )
     return i_start
-
-
-def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
 def sdedit(
@@ -66,7 +62,9 @@ def sdedit(
         The edited images, same shape as ``image``.
     """
     check_i_start(i_start, timesteps)
-    x_t = q_sample(image, timesteps[i_start], _noise_like(image, generator), alphas_cumprod=schedule.alphas_cumprod)
+    x_t = q_sample(
+        image, timesteps[i_start], randn_like(image, generator=generator), alphas_cumprod=schedule.alphas_cumprod
+    )
     return ddpm_sample(model, x_t, timesteps[i_start:], schedule=schedule, generator=generator, **sampler_kwargs)
 
 
@@ -116,10 +114,14 @@ def inpaint(
     alphas_cumprod = schedule.alphas_cumprod
 
     def keep_known(x: torch.Tensor, t: int) -> torch.Tensor:
-        known = image if t < 0 else q_sample(image, t, _noise_like(image, generator), alphas_cumprod=alphas_cumprod)
+        known = (
+            image
+            if t < 0
+            else q_sample(image, t, randn_like(image, generator=generator), alphas_cumprod=alphas_cumprod)
+        )
         return mask * x + (1 - mask) * known
 
-    x_T = keep_known(_noise_like(image, generator), timesteps[0])
+    x_T = keep_known(randn_like(image, generator=generator), timesteps[0])
     return ddpm_sample(
         model, x_T, timesteps, schedule=schedule, generator=generator, after_step=keep_known, **sampler_kwargs
     )

@@ -10,7 +10,16 @@ import torch
 
 from course_utils.errors import CourseError, check_choice
 
-__all__ = ["DEVICES", "DTYPES", "in_colab", "make_generator", "resolve_device", "resolve_dtype", "seed_everything"]
+__all__ = [
+    "DEVICES",
+    "DTYPES",
+    "in_colab",
+    "make_generator",
+    "randn_like",
+    "resolve_device",
+    "resolve_dtype",
+    "seed_everything",
+]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -27,6 +36,13 @@ def seed_everything(seed: int) -> torch.Generator:
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``seed`` (pass it to samplers for reproducibility)."""
     return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def randn_like(x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard normal noise shaped like ``x``, drawn on the generator's device (so a CPU generator gives
+    the same numbers whatever device ``x`` is on, as diffusers' ``randn_tensor`` does) and moved to ``x``'s."""
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
