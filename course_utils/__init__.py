@@ -5,7 +5,7 @@ Floors (nothing imports a floor above it):
     choosing   ``profiles`` (offline | gpu), ``registry`` (model ids, mirrors, tokens)
     algorithms ``schedules``, ``diffusion`` (forward process, DDPM/DDIM loops), ``guidance`` (CFG, anagrams,
                hybrids), ``editing`` (SDEdit, inpainting), ``views``, ``masks``
-    things     ``denoisers``, ``models``, ``data``
+    things     ``denoisers``, ``models``, ``data``, ``shapes`` (the captioned shapes world)
 beside them ``metrics``, ``studies``, ``plotting``, ``runtime``, ``images``, ``training``.
 
 Notation is the papers'; see ``GLOSSARY.md`` beside this file.

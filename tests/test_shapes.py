@@ -1,0 +1,337 @@
+"""The captioned shapes world: seeding, vocabulary, caption grammar, pictures that show their words, exports."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from skimage.measure import label
+
+from course_utils.errors import CourseError
+from course_utils.shapes import (
+    ATTRIBUTES,
+    BACKGROUND_RGB,
+    COLOUR_RGB,
+    COLOURS,
+    POSITIONS,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    Jitter,
+    Scene,
+    ShapeSpec,
+    attributes,
+    caption,
+    export_coco,
+    export_imagefolder,
+    load_imagefolder,
+    make_dataset,
+    parse_caption,
+    render,
+    sample_scene,
+    split_dataset,
+    to_tensor,
+)
+
+MAX_JITTER = Jitter(offset=0.02, scale=0.08, rotation=12.0, shade=24, background_shade=15)
+
+
+def object_mask(image: np.ndarray) -> np.ndarray:
+    """Pixels clearly unlike the background (read at the top-left corner, which no object reaches)."""
+    return np.abs(image.astype(int) - image[0, 0].astype(int)).sum(-1) > 60
+
+
+def centroid(mask: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.mean(), ys.mean()])
+
+
+def nearest_colour(image: np.ndarray, mask: np.ndarray) -> str:
+    """The named colour nearest the blob's most background-unlike pixels (anti-aliased edges left out)."""
+    diff = np.abs(image.astype(int) - image[0, 0].astype(int)).sum(-1)
+    core = mask & (diff >= 0.8 * diff[mask].max())
+    mean = image[core].astype(float).mean(0)
+    return min(COLOURS, key=lambda c: np.linalg.norm(mean - COLOUR_RGB[c]))
+
+
+# ---------------------------------------------------------------------------------------------- data sets
+
+
+def test_same_seed_same_data_and_items_do_not_depend_on_n_or_size():
+    a, b = make_dataset(40, seed=3), make_dataset(40, seed=3)
+    assert a.images.dtype == np.uint8 and a.images.shape == (40, 32, 32, 3)
+    assert np.array_equal(a.images, b.images) and a.captions == b.captions and a.scenes == b.scenes
+    other = make_dataset(40, seed=4)
+    assert other.captions != a.captions and not np.array_equal(other.images, a.images)
+    head = make_dataset(15, seed=3)
+    assert np.array_equal(head.images, a.images[:15]) and head.captions == a.captions[:15]
+    assert make_dataset(15, seed=3, size=48).captions == head.captions
+    assert [caption(s) for s in a.scenes] == a.captions
+
+
+def test_every_attribute_value_appears_in_a_few_hundred_items():
+    data = make_dataset(300, seed=0)
+    seen = {key: set() for key in ATTRIBUTES}
+    for scene in data.scenes:
+        for key, value in attributes(scene).items():
+            assert value in ATTRIBUTES[key], (key, value)
+            seen[key].add(value)
+    for key, values in ATTRIBUTES.items():
+        assert seen[key] == set(values), key
+    assert {attributes(s)["count"] for s in make_dataset(20, seed=0, two_object_prob=0.0).scenes} == {"one"}
+    assert {attributes(s)["count"] for s in make_dataset(20, seed=0, two_object_prob=1.0).scenes} == {"two"}
+
+
+def test_attributes_name_both_objects_and_the_relation():
+    scene = Scene.pair(ShapeSpec("circle", "red", "small"), ShapeSpec("square", "blue", "large"), relation="below")
+    assert attributes(scene) == {
+        "shape": "circle",
+        "colour": "red",
+        "size": "small",
+        "position": "bottom",
+        "background": "grey",
+        "count": "two",
+        "relation": "below",
+        "shape_2": "square",
+        "colour_2": "blue",
+        "size_2": "large",
+        "position_2": "top",
+    }
+    single = Scene((ShapeSpec("plus", "white", "large", "left"),), "black")
+    assert attributes(single) == {
+        "shape": "plus",
+        "colour": "white",
+        "size": "large",
+        "position": "left",
+        "background": "black",
+        "count": "one",
+    }
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    data = make_dataset(50, seed=1)
+    train, held = split_dataset(data, held_out_fraction=0.2, seed=7)
+    assert (len(train), len(held)) == (40, 10)
+    train2, held2 = split_dataset(data, held_out_fraction=0.2, seed=7)
+    assert held.captions == held2.captions and np.array_equal(train.images, train2.images)
+    assert split_dataset(data, held_out_fraction=0.2, seed=8)[1].captions != held.captions
+    rows = {img.tobytes() for img in data.images}
+    assert {img.tobytes() for img in train.images} | {img.tobytes() for img in held.images} == rows
+    with pytest.raises(CourseError, match="held_out_fraction"):
+        split_dataset(data, held_out_fraction=1.0)
+
+
+def test_to_tensor_gives_channels_first_in_minus_one_one():
+    images = np.zeros((2, 4, 5, 3), np.uint8)
+    images[1] = 255
+    x = to_tensor(images)
+    assert x.shape == (2, 3, 4, 5) and x.dtype == torch.float32
+    assert x[0].eq(-1).all() and x[1].eq(1).all()
+    assert to_tensor(make_dataset(1, seed=0).images[0]).shape == (1, 3, 32, 32)
+    with pytest.raises(CourseError, match="uint8"):
+        to_tensor(images.astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------------------- captions
+
+
+def test_caption_and_parse_are_exact_inverses_on_500_scenes():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        scene = sample_scene(rng)
+        text = caption(scene)
+        assert parse_caption(text) == scene, text
+        assert caption(parse_caption(text)) == text
+    assert parse_caption("  A Small RED circle   on the left on a grey background ") == Scene(
+        (ShapeSpec("circle", "red", "small", "left"),), "grey"
+    )
+
+
+def test_captions_read_as_intended():
+    one = Scene((ShapeSpec("circle", "red", "small", "centre"),), "grey")
+    assert caption(one) == "a small red circle in the centre on a grey background"
+    two = Scene.pair(ShapeSpec("circle", "red", "small"), ShapeSpec("square", "blue", "large"), relation="left of")
+    assert caption(two) == "a small red circle left of a large blue square on a grey background"
+    assert two.objects[0].position == "left" and two.objects[1].position == "right"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "a tiny red circle on the left on a grey background",
+            "word 2 is 'tiny' where a size is expected; valid sizes: small, large",
+        ),
+        (
+            "a small pink circle on the left on a grey background",
+            "valid colours: red, green, blue, yellow, purple, white",
+        ),
+        ("a small red hexagon on the left on a grey background", "valid shapes: circle, square, triangle, plus"),
+        (
+            "a small red circle in the middle on a grey background",
+            "valid positions and relations: on the left, on the right",
+        ),
+        ("a small red circle near a large blue square on a grey background", "left of, right of, above, below"),
+        ("a small red circle on the left on a green background", "valid backgrounds: grey, black, beige"),
+        ("a small red circle", "the caption ends where a position or relation is expected"),
+        ("", "the caption ends where 'a' is expected"),
+        ("the small red circle on the left on a grey background", "word 1 is 'the' where 'a' is expected"),
+        ("a small red circle on the left on a grey background please", "unexpected words 'please'"),
+        ("a small\nred circle\non the left on a grey background twice", "unexpected words 'twice'"),
+    ],
+)
+def test_unreadable_captions_are_refused_in_one_line_naming_valid_words(text, expected):
+    with pytest.raises(CourseError) as err:
+        parse_caption(text)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("cannot parse caption")
+    assert expected in message
+
+
+def test_inconsistent_scenes_are_refused():
+    red, blue = ShapeSpec("circle", "red", "small", "top"), ShapeSpec("square", "blue", "large", "bottom")
+    with pytest.raises(CourseError, match="relation 'left of' puts the objects at left and right, not top and bottom"):
+        Scene((red, blue), "grey", "left of")
+    assert Scene((red, blue), "grey", "above").relation == "above"
+    with pytest.raises(CourseError, match="one or two objects"):
+        Scene((red, blue, red), "grey", "above")
+    with pytest.raises(CourseError, match="no relation"):
+        Scene((red,), "grey", "above")
+    with pytest.raises(CourseError, match="valid colours: red, green"):
+        ShapeSpec("circle", "orange", "small")
+    with pytest.raises(CourseError, match="valid backgrounds: grey, black, beige"):
+        Scene((red,), "white")
+    with pytest.raises(CourseError, match="Jitter.offset"):
+        Jitter(offset=0.1)
+
+
+# ---------------------------------------------------------------------------------------------- pictures
+
+
+def test_render_is_deterministic_and_anti_aliased():
+    scene = Scene.pair(
+        ShapeSpec("triangle", "yellow", "large"), ShapeSpec("circle", "purple", "small"), relation="above"
+    )
+    img = render(scene)
+    assert img.shape == (32, 32, 3) and img.dtype == np.uint8
+    assert np.array_equal(img, render(scene))
+    assert np.array_equal(render(scene, rng=np.random.default_rng(5)), render(scene, rng=np.random.default_rng(5)))
+    assert not np.array_equal(render(scene, rng=np.random.default_rng(5)), img)
+    palette = {tuple(COLOUR_RGB["yellow"]), tuple(COLOUR_RGB["purple"]), tuple(BACKGROUND_RGB["grey"])}
+    assert len({tuple(p) for p in img.reshape(-1, 3)} - palette) > 10  # blended edge pixels
+    assert render(scene, size=64).shape == (64, 64, 3)
+    with pytest.raises(CourseError, match="at least 8"):
+        render(scene, size=4)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_colour_recolours_the_same_pixels(shape):
+    interiors = []
+    for colour in COLOURS:
+        img = render(Scene((ShapeSpec(shape, colour, "large", "centre"),), "grey"))
+        interior = np.all(img == COLOUR_RGB[colour], axis=-1)
+        assert interior.sum() > 30
+        interiors.append(interior)
+    assert all(np.array_equal(interiors[0], other) for other in interiors[1:])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_position_moves_the_centroid_the_right_way(shape):
+    for size in SIZES:
+        c = {p: centroid(object_mask(render(Scene((ShapeSpec(shape, "blue", size, p),), "beige")))) for p in POSITIONS}
+        step = 0.15 * 32
+        assert c["left"][0] < c["centre"][0] - step < c["right"][0] - 2 * step
+        assert c["top"][1] < c["centre"][1] - step < c["bottom"][1] - 2 * step
+        for p in ("left", "right"):
+            assert abs(c[p][1] - c["centre"][1]) < 0.5 and abs(c["top"][0] - c["bottom"][0]) < 0.5
+
+
+def test_size_shape_and_background_change_the_picture():
+    for shape, colour in itertools.product(SHAPES, COLOURS):
+        small, large = (object_mask(render(Scene((ShapeSpec(shape, colour, s),), "black"))) for s in SIZES)
+        assert 0 < small.sum() < 0.5 * large.sum()
+    masks = [object_mask(render(Scene((ShapeSpec(shape, "red", "large"),), "grey"))) for shape in SHAPES]
+    for a, b in itertools.combinations(masks, 2):
+        assert (a & b).sum() / (a | b).sum() < 0.9  # IoU: the silhouettes differ
+    for background in BACKGROUND_RGB:
+        img = render(Scene((ShapeSpec("plus", "white", "small", "left"),), background))
+        assert tuple(img[0, 0]) == BACKGROUND_RGB[background]
+
+
+def test_two_object_relations_agree_with_the_rendered_centroids():
+    checked = 0
+    data = make_dataset(150, seed=2, two_object_prob=1.0, jitter=MAX_JITTER)
+    for img, scene in zip(data.images, data.scenes, strict=True):
+        blobs = label(object_mask(img), connectivity=2)
+        assert blobs.max() == 2, caption(scene)  # the two objects never touch
+        parts = [blobs == k for k in (1, 2)]
+        first, second = scene.objects
+        colours = [nearest_colour(img, m) for m in parts]
+        if first.colour != second.colour:
+            assert sorted(colours) == sorted([first.colour, second.colour]), caption(scene)
+            if colours[0] != first.colour:
+                parts.reverse()
+        elif first.size != second.size:
+            if (parts[0].sum() > parts[1].sum()) != (first.size == "large"):
+                parts.reverse()
+        else:
+            continue  # twins: either blob could be the first
+        (x1, y1), (x2, y2) = centroid(parts[0]), centroid(parts[1])
+        dx, dy = x2 - x1, y2 - y1  # from the first object to the second
+        frames = {"left of": (dx, dy), "right of": (-dx, dy), "above": (dy, dx), "below": (-dy, dx)}
+        along, across = frames[scene.relation]  # along: how far the relation holds; across: off-axis drift
+        assert along > 0.35 * 32 and abs(across) < 0.15 * 32, caption(scene)
+        checked += 1
+    assert checked > 100
+    assert {s.relation for s in data.scenes} == set(RELATIONS)
+
+
+def test_single_objects_sit_at_their_named_position_despite_jitter():
+    data = make_dataset(120, seed=5, two_object_prob=0.0, jitter=MAX_JITTER)
+    direction = {"left": (-1, 0), "right": (1, 0), "top": (0, -1), "bottom": (0, 1), "centre": (0, 0)}
+    for img, scene in zip(data.images, data.scenes, strict=True):
+        (obj,) = scene.objects
+        mask = object_mask(img)
+        assert label(mask, connectivity=2).max() == 1
+        assert nearest_colour(img, mask) == obj.colour, caption(scene)
+        offset = (centroid(mask) - 15.5) / (0.25 * 32)  # in units of the left/centre spacing
+        assert np.abs(offset - direction[obj.position]).max() < 0.35, (caption(scene), offset)
+
+
+# ---------------------------------------------------------------------------------------------- exports
+
+
+def test_imagefolder_export_round_trips_exactly(tmp_path):
+    data = make_dataset(24, seed=6)
+    path = export_imagefolder(data, tmp_path / "shapes")
+    assert path == tmp_path / "shapes" / "metadata.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 24 and all(set(row) == {"file_name", "text", *ATTRIBUTES} for row in rows)
+    assert all((tmp_path / "shapes" / row["file_name"]).is_file() for row in rows)
+    for row, scene in zip(rows, data.scenes, strict=True):
+        assert {k: v for k, v in row.items() if k in ATTRIBUTES and v is not None} == attributes(scene)
+    back = load_imagefolder(tmp_path / "shapes")
+    assert np.array_equal(back.images, data.images) and back.captions == data.captions and back.scenes == data.scenes
+
+    rows[0]["colour"] = "green" if rows[0]["colour"] != "green" else "red"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(CourseError, match="disagrees with the caption"):
+        load_imagefolder(tmp_path / "shapes")
+    with pytest.raises(CourseError, match="no metadata.jsonl"):
+        load_imagefolder(tmp_path)
+
+
+def test_coco_export_reads_back_through_pycocotools(tmp_path):
+    coco_module = pytest.importorskip("pycocotools.coco")
+    data = make_dataset(12, seed=7, size=40)
+    path = export_coco(data, tmp_path / "coco")
+    coco = coco_module.COCO(str(path))
+    ids = coco.getImgIds()
+    assert len(ids) == len(data)
+    for img in coco.loadImgs(ids):
+        assert (img["width"], img["height"]) == (40, 40) and (tmp_path / "coco" / img["file_name"]).is_file()
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img["id"]))
+        assert [a["caption"] for a in anns] == [data.captions[img["id"] - 1]]
+    raw = json.loads(path.read_text())
+    assert {"info", "licenses", "images", "annotations"} <= set(raw)
