@@ -1,4 +1,4 @@
-"""One training loop for ε-prediction denoisers: seeded, EMA, progress bar, checkpoints, resume.
+"""One training loop (:func:`fit`): seeded, EMA, progress bar, checkpoints, resume; ε-prediction on top of it.
 
 The loss is Ho et al. 2020, Algorithm 1: draw ``t ~ U{0..T-1}``, ``ε ~ N(0, I)``, form
 ``x_t = q_sample(x_0, t, ε)`` and minimise ``‖ε − ε_θ(x_t, t, c)‖²``. The EMA of the weights
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from course_utils.diffusion import q_sample
 from course_utils.errors import CourseError
 
-__all__ = ["TrainConfig", "ema_update", "train_denoiser"]
+__all__ = ["TrainConfig", "ema_update", "fit", "train_denoiser"]
 
 
 @dataclass(frozen=True)
@@ -64,27 +64,25 @@ def _lr_factor(step: int, config: TrainConfig) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
 
 
-def train_denoiser(
+def fit(
     model: torch.nn.Module,
     *,
-    x0: torch.Tensor,
-    cond: torch.Tensor,
-    alphas_cumprod: torch.Tensor,
-    forward: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-    drop_condition: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    loss_fn: Callable[[torch.nn.Module, torch.Generator], torch.Tensor],
     config: TrainConfig = TrainConfig(),
     description: str = "training",
 ) -> tuple[torch.nn.Module, list[float]]:
-    """Train ``model`` to predict ε on ``x0`` with conditions ``cond``; return (EMA model, loss per step).
+    """The course's one training loop: AdamW with warm-up and cosine decay, gradient clipping, an EMA of
+    the weights, a tqdm bar, and checkpoints that a restarted run resumes from.
 
     Args:
-        model: the network; ``forward(model, x_t, t, c)`` returns its ε estimate ``(B, C, H, W)``.
-        x0: the training images ``(N, C, H, W)`` in ``[-1, 1]``.
-        cond: one condition per image, ``(N, ...)`` (class labels, embeddings).
-        alphas_cumprod: ᾱ of the training schedule, ``(T,)``.
-        drop_condition: replaces some conditions by the null condition (classifier-free guidance
-            training, Ho & Salimans 2022, Algorithm 1).
+        model: the module whose parameters are trained.
+        loss_fn: ``loss_fn(model, generator) -> loss``: draws its own batch with ``generator`` (seeded by
+            ``config.seed`` and saved in checkpoints, so a resumed run draws what the full run drew) and
+            returns a scalar loss.
         config: see :class:`TrainConfig`.
+
+    Returns:
+        (the EMA copy of the model, the loss of every step).
     """
     gen = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
@@ -104,18 +102,10 @@ def train_denoiser(
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
         losses, start = state["losses"], state["step"]
-    num_timesteps = alphas_cumprod.shape[0]
     model.train()
     bar = tqdm(range(start, config.steps), desc=description, initial=start, total=config.steps)
     for step in bar:
-        idx = torch.randint(0, x0.shape[0], (config.batch_size,), generator=gen)
-        x, c = x0[idx], cond[idx]
-        if drop_condition is not None:
-            c = drop_condition(c, gen)
-        t = torch.randint(0, num_timesteps, (config.batch_size,), generator=gen)
-        eps = torch.randn(x.shape, generator=gen)
-        x_t = q_sample(x, t, eps, alphas_cumprod=alphas_cumprod)
-        loss = torch.nn.functional.mse_loss(forward(model, x_t, t, c), eps)
+        loss = loss_fn(model, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -129,6 +119,47 @@ def train_denoiser(
             _save_checkpoint(ckpt, model, ema, opt, sched, gen, losses, step + 1, config)
     model.eval()
     return ema, losses
+
+
+def train_denoiser(
+    model: torch.nn.Module,
+    *,
+    x0: torch.Tensor,
+    cond: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    forward: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    drop_condition: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    config: TrainConfig = TrainConfig(),
+    description: str = "training",
+) -> tuple[torch.nn.Module, list[float]]:
+    """Train ``model`` to predict ε on ``x0`` with conditions ``cond`` (Ho et al. 2020, Algorithm 1) with :func:`fit`.
+
+    Args:
+        model: the network; ``forward(model, x_t, t, c)`` returns its ε estimate ``(B, C, H, W)``.
+        x0: the training images ``(N, C, H, W)`` in ``[-1, 1]``.
+        cond: one condition per image, ``(N, ...)`` (class labels, embeddings).
+        alphas_cumprod: ᾱ of the training schedule, ``(T,)``.
+        drop_condition: replaces some conditions by the null condition (classifier-free guidance
+            training, Ho & Salimans 2022, Algorithm 1).
+        config: see :class:`TrainConfig`.
+
+    Returns:
+        (EMA model, loss per step).
+    """
+    num_timesteps = alphas_cumprod.shape[0]
+
+    def eps_loss(net: torch.nn.Module, gen: torch.Generator) -> torch.Tensor:
+        # 1) a batch and its conditions (some dropped), 2) t ~ U{0..T-1}, ε ~ N(0, I), 3) ‖ε − ε_θ(x_t, t, c)‖²
+        idx = torch.randint(0, x0.shape[0], (config.batch_size,), generator=gen)
+        x, c = x0[idx], cond[idx]
+        if drop_condition is not None:
+            c = drop_condition(c, gen)
+        t = torch.randint(0, num_timesteps, (config.batch_size,), generator=gen)
+        eps = torch.randn(x.shape, generator=gen)
+        x_t = q_sample(x, t, eps, alphas_cumprod=alphas_cumprod)
+        return torch.nn.functional.mse_loss(forward(net, x_t, t, c), eps)
+
+    return fit(model, loss_fn=eps_loss, config=config, description=description)
 
 
 def _save_checkpoint(path: Path, model, ema, opt, sched, gen, losses, step: int, config: TrainConfig) -> None:

@@ -52,7 +52,7 @@ def build_digits(out: Path, *, config: TrainConfig = DIGITS_CONFIG, train: bool 
         seconds = time.perf_counter() - started
         save_digits_pipeline(ema, path)
         print(f"digits DDPM: trained {config.steps} steps in {seconds:.0f} s; saved to {path}")
-    metrics = digits_agreement_table(load_denoiser("course/digits-ddpm", device="cpu"))
+    metrics = digits_agreement_table(load_denoiser(str(path), device="cpu"))  # the folder just written
     if seconds is not None:
         metrics["train_seconds"] = seconds
     (path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
