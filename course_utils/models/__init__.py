@@ -1,1 +1,1 @@
-"""The course's own models, built with diffusers classes and saved in diffusers layout."""
+"""The course's own models, built with diffusers and transformers classes and saved in their layouts."""
