@@ -14,7 +14,16 @@ import torch
 
 from course_utils.errors import CourseError, check_choice
 
-__all__ = ["PHOTOS", "DigitsSplit", "example_image", "fit_image", "load_digits_split", "load_image", "load_photo"]
+__all__ = [
+    "PHOTOS",
+    "DigitsSplit",
+    "example_image",
+    "example_label",
+    "fit_image",
+    "load_digits_split",
+    "load_image",
+    "load_photo",
+]
 
 PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket")
 
@@ -85,6 +94,13 @@ def example_image(
     if channels != 3 or height != width:
         raise CourseError(f"no example image for sample shape {sample_shape}")
     return load_photo(photo, size=height)
+
+
+def example_label(sample_shape: tuple[int, int, int], *, digit_index: int = 0) -> int | None:
+    """The true digit of :func:`example_image` for the digits model; ``None`` for models of photos."""
+    if tuple(sample_shape) != (1, 8, 8):
+        return None
+    return int(load_digits_split().y_test[digit_index])
 
 
 def fit_image(image: torch.Tensor, sample_shape: tuple[int, int, int]) -> torch.Tensor:

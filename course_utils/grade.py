@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from course_utils.errors import ArgumentParser, CourseError, check_choice, main_guard
-from course_utils.paths import ROOT, week_folders
+from course_utils.paths import ROOT, select_weeks, week_folders
 
 __all__ = [
     "AUTOGRADER_ZIP",
@@ -79,18 +79,6 @@ def sources(assignments_dir: Path = ASSIGNMENTS_DIR) -> dict[str, Path]:
     return found
 
 
-def _week_id(text: str) -> str:
-    """``"1"`` → ``"01"``; anything else unchanged (and then refused by :func:`check_choice`)."""
-    return text.strip().zfill(2)
-
-
-def _select(weeks: Sequence[str] | None, available: Sequence[str]) -> list[str]:
-    """``weeks`` checked against ``available`` (``None``: all of them)."""
-    if weeks is None:
-        return list(available)
-    return [check_choice("week", _week_id(w), available) for w in weeks]
-
-
 def find_submissions(path: Path) -> list[Path]:
     """Every ``*.ipynb`` under ``path`` (or ``path`` itself), sorted, checkpoint folders skipped."""
     if path.is_file() and path.suffix == ".ipynb":
@@ -116,7 +104,7 @@ def find_autograder(dist: Path, *, week: str | None, assignments_dir: Path = ASS
         raise CourseError(f"{dist} holds several weeks ({', '.join(built)}); choose one with --week")
     known = dict(_known_sources(assignments_dir))
     known.update(built_folders)
-    week = check_choice("week", _week_id(week), sorted(known))
+    week = check_choice("week", week.strip().zfill(2), sorted(known))
     if week not in built:
         expected = dist / known[week].name / "autograder" / AUTOGRADER_ZIP
         raise CourseError(f"no autograder for week {week} at {expected}; run `make assignments` first")
@@ -358,7 +346,7 @@ def build_parser() -> ArgumentParser:
 
 def _assign_command(weeks: Sequence[str] | None, *, out: Path, assignments_dir: Path) -> int:
     found = sources(assignments_dir)
-    for week in _select(weeks, list(found)):
+    for week in select_weeks(weeks, list(found)):
         print(f"week {week}: otter assign {found[week]} ...", flush=True)
         built = assign(found[week], week=week, out=out)
         print(f"  student notebook: {built.student}")

@@ -15,7 +15,7 @@ import torch
 
 from course_utils.data import load_digits_split
 
-__all__ = ["DigitClassifier", "agreement", "digit_classifier", "diversity", "psnr", "psnr_per_image"]
+__all__ = ["DigitClassifier", "agreement", "classifier_for", "digit_classifier", "diversity", "psnr", "psnr_per_image"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,11 @@ def digit_classifier(seed: int = 0) -> DigitClassifier:
     return DigitClassifier(model=model, held_out_accuracy=accuracy)
 
 
+def classifier_for(denoiser: object) -> DigitClassifier | None:
+    """The digit classifier when ``denoiser`` is an 8×8 single-channel digits model, else ``None``."""
+    return digit_classifier() if tuple(denoiser.sample_shape) == (1, 8, 8) else None
+
+
 def agreement(images: torch.Tensor, labels: torch.Tensor, classifier: DigitClassifier | None = None) -> float:
     """Fraction of ``images`` ``(B, 1, 8, 8)`` that the classifier recognises as ``labels`` ``(B,)``."""
     classifier = classifier or digit_classifier()
@@ -62,40 +67,6 @@ def psnr(x: torch.Tensor, reference: torch.Tensor) -> float:
     """Peak signal-to-noise ratio in dB of ``x`` against ``reference``, both in ``[-1, 1]`` (peak-to-peak 2)."""
     mse = torch.mean((x.float() - reference.float()) ** 2).item()
     return float("inf") if mse == 0 else 10 * np.log10(4.0 / mse)
-
-
-def digits_agreement_table(
-    denoiser: object,
-    *,
-    guidance_scales: tuple[float, ...] = (1.0, 3.0),
-    samples_per_class: int = 50,
-    num_steps: int = 50,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Sample ``samples_per_class`` digits of every class with DDIM and measure agreement per guidance scale.
-
-    Returns ``{"held_out_accuracy": …, "agreement@w": …}`` for each ``w`` in ``guidance_scales``.
-    """
-    from course_utils.diffusion import ddim_sample, strided_timesteps
-
-    classifier = digit_classifier()
-    labels = torch.arange(10).repeat_interleave(samples_per_class)
-    timesteps = strided_timesteps(denoiser.schedule.num_timesteps, num_steps)
-    result = {"held_out_accuracy": classifier.held_out_accuracy}
-    for w in guidance_scales:
-        generator = torch.Generator().manual_seed(seed)
-        x_T = denoiser.noise(len(labels), generator=generator)
-        images = ddim_sample(
-            denoiser,
-            x_T,
-            timesteps,
-            schedule=denoiser.schedule,
-            cond=denoiser.condition(labels.tolist()),
-            uncond=denoiser.null_condition(len(labels)),
-            guidance_scale=w,
-        )
-        result[f"agreement@{w:g}"] = agreement(images, labels, classifier)
-    return result
 
 
 def psnr_per_image(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
-from course_utils.errors import CourseError
+from course_utils.errors import CourseError, check_choice
 
-__all__ = ["DATA_DIR", "MODELS_DIR", "ROOT", "WEEKS_DIR", "week_folders"]
+__all__ = ["DATA_DIR", "MODELS_DIR", "ROOT", "WEEKS_DIR", "select_weeks", "week_folders"]
 
 ROOT = Path(os.environ.get("COURSE_ROOT", Path(__file__).resolve().parents[1]))
 DATA_DIR = ROOT / "data"
@@ -31,3 +32,10 @@ def week_folders(root: Path) -> dict[str, Path]:
             raise CourseError(f"two folders for week {match[1]}: {folders[match[1]]} and {folder}")
         folders[match[1]] = folder
     return folders
+
+
+def select_weeks(weeks: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """Week ids ``weeks`` (``"1"`` or ``"01"``) checked against ``available``; ``None`` selects all of them."""
+    if weeks is None:
+        return list(available)
+    return [check_choice("week", w.strip().zfill(2), available) for w in weeks]

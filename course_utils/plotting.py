@@ -16,7 +16,7 @@ from course_utils.diffusion import DiffusionStep
 from course_utils.errors import CourseError
 from course_utils.images import to_numpy_image
 
-__all__ = ["DrawingPad", "curve", "image_grid", "measured_curves", "schedule_curves", "trajectory_grid"]
+__all__ = ["DrawingPad", "image_grid", "measured_curves", "schedule_curves", "trajectory_grid"]
 
 
 def image_grid(
@@ -74,21 +74,6 @@ def schedule_curves(curves: Mapping[str, torch.Tensor], *, title: str = "Noise s
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def curve(x: Sequence[float], ys: Mapping[str, Sequence[float]], *, xlabel: str, ylabel: str, title: str) -> plt.Figure:
-    """A measured curve (one line per series) with markers, labeled axes and a title."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for name, y in ys.items():
-        ax.plot(list(x), list(y), marker="o", label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if len(ys) > 1:
-        ax.legend()
     fig.tight_layout()
     return fig
 

@@ -33,8 +33,8 @@ from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 from traitlets import default
 
-from course_utils.errors import ArgumentParser, CourseError, check_choice, main_guard
-from course_utils.paths import WEEKS_DIR, week_folders
+from course_utils.errors import ArgumentParser, CourseError, main_guard
+from course_utils.paths import WEEKS_DIR, select_weeks, week_folders
 from course_utils.profiles import MODEL_FIELDS, PROFILES, get_profile
 
 __all__ = ["WeekNotebook", "discover", "main", "parse_parameter", "run_notebooks", "select"]
@@ -95,7 +95,7 @@ def discover(weeks_dir: Path) -> list[WeekNotebook]:
 def select(notebooks: Sequence[WeekNotebook], *, weeks: Sequence[str] | None) -> list[WeekNotebook]:
     """The notebooks of ``weeks`` (``None``: all); an unknown week is an error naming the available ones."""
     available = sorted({nb.week for nb in notebooks})
-    wanted = available if weeks is None else [check_choice("week", w.zfill(2), available) for w in weeks]
+    wanted = select_weeks(weeks, available)
     return [nb for nb in notebooks if nb.week in wanted]
 
 

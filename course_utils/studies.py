@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 
-from course_utils.diffusion import ddpm_sample, strided_timesteps
+from course_utils.diffusion import UPDATE_RULES, ddim_sample, ddpm_sample, strided_timesteps
 from course_utils.editing import check_i_start, inpaint, sdedit, text_guided_sdedit
 from course_utils.errors import CourseError, check_choice
 from course_utils.guidance import hybrid, low_pass, visual_anagram
-from course_utils.metrics import DigitClassifier, digit_classifier, diversity, psnr_per_image
+from course_utils.metrics import classifier_for, diversity, psnr_per_image
 from course_utils.views import get_view
 
-__all__ = ["STUDIES", "Study", "classifier_for", "run_study"]
+__all__ = ["STUDIES", "Study", "run_study"]
 
 
 @dataclass
@@ -85,24 +85,19 @@ def _fmt(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def classifier_for(den: Any) -> DigitClassifier | None:
-    """The digit classifier when ``den`` is an 8×8 single-channel digits model, else ``None``."""
-    return digit_classifier() if tuple(den.sample_shape) == (1, 8, 8) else None
-
-
-def _labels_of(classifier: DigitClassifier, images: torch.Tensor) -> torch.Tensor:
-    return classifier.predict(images)
-
-
 def _digit(item: Any) -> int:
     return int(str(item))
 
 
-def _sample(den: Any, n: int, cond: Any, uncond: Any, *, w: float, timesteps: list[int], seed: int, model=None):
-    """``n`` samples from pure noise with the course's DDPM loop (seeded), guided with scale ``w``."""
+def _sample(
+    den: Any, n: int, cond: Any, uncond: Any, *, w: float, timesteps: list[int], seed: int, model=None, update="ddpm"
+):
+    """``n`` samples from pure noise with the course's DDPM (or DDIM) loop, seeded, guided with scale ``w``."""
+    check_choice("update rule", update, UPDATE_RULES)
     gen = torch.Generator().manual_seed(seed)
     x_T = den.noise(n, generator=gen)
-    return ddpm_sample(
+    sampler = ddpm_sample if update == "ddpm" else ddim_sample
+    return sampler(
         model or den, x_T, timesteps, schedule=den.schedule, cond=cond, uncond=uncond, guidance_scale=w, generator=gen
     )
 
@@ -115,8 +110,12 @@ def cfg_study(
     samples_per_condition: int = 10,
     steps: int = 33,
     seed: int = 0,
+    update: str = "ddpm",
 ) -> Study:
-    """Classifier-free guidance: adherence (digits) and diversity as functions of the scale w."""
+    """Classifier-free guidance: adherence (digits) and diversity as functions of the scale w.
+
+    ``update`` picks the sampler, ``ddpm`` (as the week's loops) or ``ddim`` (as the model card measures).
+    """
     timesteps = strided_timesteps(den.schedule.num_timesteps, steps)
     items = [c for c in conditions for _ in range(samples_per_condition)]
     cond, uncond = den.condition(items), den.null_condition(len(items))
@@ -126,13 +125,13 @@ def cfg_study(
         table["adherence"] = []
     shown, labels = [], []
     for w in scales:
-        x = _sample(den, len(items), cond, uncond, w=w, timesteps=timesteps, seed=seed)
+        x = _sample(den, len(items), cond, uncond, w=w, timesteps=timesteps, seed=seed, update=update)
         groups = x.view(len(conditions), samples_per_condition, *x.shape[1:])
         table["w"].append(float(w))
         table["diversity"].append(sum(diversity(g) for g in groups) / len(conditions))
         if clf is not None:
             table["adherence"].append(
-                float((_labels_of(clf, x) == torch.tensor([_digit(i) for i in items])).float().mean())
+                float((clf.predict(x) == torch.tensor([_digit(i) for i in items])).float().mean())
             )
         shown += [groups[i, 0] for i in range(len(conditions))]
         labels += [f"w={w:g} '{c}'" for c in conditions]
@@ -209,7 +208,7 @@ def img2img_study(
         table["t"].append(timesteps[i_start])
         table["psnr_db"].append(float(psnr_per_image(x, batch).mean()))
         if clf is not None:
-            table["reads_as_prompt"].append(float((_labels_of(clf, x) == _digit(prompt)).float().mean()))
+            table["reads_as_prompt"].append(float((clf.predict(x) == _digit(prompt)).float().mean()))
         shown.append(x[0])
         labels.append(f"i_start={i_start}")
     measures = ["reads_as_prompt", "psnr_db"] if clf is not None else ["psnr_db"]
@@ -248,7 +247,7 @@ def inpaint_study(
         table["masked_fraction"].append(float(mask.float().mean()))
         table["known_region_max_error"].append(float((x - batch)[..., keep].abs().max()) if keep.any() else 0.0)
         if "reads_as_label" in table:
-            table["reads_as_label"].append(float((_labels_of(clf, x) == _digit(label)).float().mean()))
+            table["reads_as_label"].append(float((clf.predict(x) == _digit(label)).float().mean()))
         holed = batch[0] * (1 - mask.to(batch)) - mask.to(batch)  # the hole shown black
         shown += [batch[0], holed, x[0], x[1]]
         labels += ["original", f"mask {name}", "inpainted", "inpainted"]
@@ -284,9 +283,9 @@ def anagram_study(
             table["pair"].append(f"{a}|{b} {view_name}")
             table["w"].append(float(w))
             if clf is not None:
-                ok_a = _labels_of(clf, x) == _digit(a)
-                ok_b = _labels_of(clf, view.forward(x)) == _digit(b)
-                control = (_labels_of(clf, plain) == _digit(a)) & (_labels_of(clf, view.forward(plain)) == _digit(b))
+                ok_a = clf.predict(x) == _digit(a)
+                ok_b = clf.predict(view.forward(x)) == _digit(b)
+                control = (clf.predict(plain) == _digit(a)) & (clf.predict(view.forward(plain)) == _digit(b))
                 table["reads_a"].append(float(ok_a.float().mean()))
                 table["view_reads_b"].append(float(ok_b.float().mean()))
                 table["both"].append(float((ok_a & ok_b).float().mean()))
@@ -335,11 +334,11 @@ def hybrid_study(
             table["sigma"].append(float(sigma))
             if clf is not None:
                 table["blurred_reads_low"].append(
-                    float((_labels_of(clf, low_pass(x, sigma)) == _digit(low)).float().mean())
+                    float((clf.predict(low_pass(x, sigma)) == _digit(low)).float().mean())
                 )
-                table["reads_high"].append(float((_labels_of(clf, x) == _digit(high)).float().mean()))
+                table["reads_high"].append(float((clf.predict(x) == _digit(high)).float().mean()))
                 table["control_blurred_reads_low"].append(
-                    float((_labels_of(clf, low_pass(plain, sigma)) == _digit(low)).float().mean())
+                    float((clf.predict(low_pass(plain, sigma)) == _digit(low)).float().mean())
                 )
             shown += [x[0], low_pass(x, sigma)[0], x[1], low_pass(x, sigma)[1]]
             labels += [f"σ={sigma:g}", "blurred", f"σ={sigma:g}", "blurred"]

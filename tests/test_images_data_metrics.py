@@ -68,3 +68,28 @@ def test_plots_are_labeled():
     x = torch.zeros(1, 1, 8, 8)
     steps = [DiffusionStep(index=i, t=t, t_prev=t - 1, x_t=x, x0_pred=x, x_prev=x) for i, t in enumerate([2, 1, 0])]
     assert len(trajectory_grid(steps).axes) == 8  # (3 steps + x_0) × 2 rows
+
+
+def test_example_label_and_classifier_follow_the_model_kind():
+    from course_utils.data import example_label
+    from course_utils.metrics import classifier_for
+
+    split = load_digits_split()
+    assert example_label((1, 8, 8), digit_index=3) == int(split.y_test[3])
+    assert example_label((3, 64, 64)) is None
+
+    class Shape:
+        def __init__(self, shape):
+            self.sample_shape = shape
+
+    assert classifier_for(Shape((1, 8, 8))) is digit_classifier()
+    assert classifier_for(Shape((3, 64, 64))) is None
+
+
+def test_select_weeks_normalises_ids_and_names_the_valid_ones():
+    from course_utils.paths import select_weeks
+
+    assert select_weeks(None, ["01", "02"]) == ["01", "02"]
+    assert select_weeks(["2", " 01"], ["01", "02"]) == ["02", "01"]
+    with pytest.raises(CourseError, match="unknown week '07'; valid weeks: 01, 02"):
+        select_weeks(["7"], ["01", "02"])

@@ -226,3 +226,11 @@ def test_studies_of_models_without_the_classifier_measure_what_they_can():
     assert study.measures == [] and set(study.table) == {"pair", "w"}
     with pytest.raises(CourseError, match="nothing was measured"):
         study.curve()
+
+
+def test_cfg_study_runs_with_either_sampler(den):
+    ddim = run_study("cfg", den, conditions=["4"], scales=[1.0], samples_per_condition=4, steps=10, update="ddim")
+    ddpm = run_study("cfg", den, conditions=["4"], scales=[1.0], samples_per_condition=4, steps=10, update="ddpm")
+    assert not torch.equal(ddim.images, ddpm.images)
+    with pytest.raises(CourseError, match="valid update rules: ddpm, ddim"):
+        run_study("cfg", den, conditions=["4"], scales=[1.0], samples_per_condition=2, steps=5, update="euler")
