@@ -17,7 +17,7 @@ import torch
 from course_utils.errors import CourseError
 from course_utils.models.digits import NULL_CLASS, NUM_CLASSES
 from course_utils.registry import ResolvedModel, hf_token, resolve
-from course_utils.runtime import resolve_device, resolve_dtype
+from course_utils.runtime import quiet_loading, resolve_device, resolve_dtype
 from course_utils.schedules import NoiseSchedule
 
 __all__ = ["DENOISER_FAMILIES", "Denoiser", "DigitsDenoiser", "IFDenoiser", "load_denoiser"]
@@ -163,14 +163,10 @@ def load_denoiser(model_id: str, *, device: str = "auto", dtype: str = "float32"
 
 def _from_pretrained(cls: Any, resolved: ResolvedModel, **kwargs: Any) -> Any:
     """``cls.from_pretrained(source)`` without a progress bar; a Hub failure becomes one line saying what to do."""
-    from diffusers.utils import logging as diffusers_logging
-
-    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" would land in notebook outputs
     try:
-        return cls.from_pretrained(resolved.source, **kwargs)
+        with quiet_loading():
+            return cls.from_pretrained(resolved.source, **kwargs)
     except OSError as err:  # missing repository, gated repository, no network
         if resolved.local:
             raise CourseError(f"could not load {resolved.source}: {str(err).splitlines()[0]}") from err
         raise CourseError(resolved.gone_or_gated_hint()) from err
-    finally:
-        diffusers_logging.enable_progress_bar()

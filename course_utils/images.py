@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from course_utils.errors import CourseError
 
-__all__ = ["gaussian_blur", "gaussian_kernel", "to_numpy_image"]
+__all__ = ["from_pil", "gaussian_blur", "gaussian_kernel", "to_numpy_image"]
 
 
 def gaussian_kernel(sigma: float, *, radius: int | None = None) -> torch.Tensor:
@@ -43,3 +43,8 @@ def to_numpy_image(x: torch.Tensor) -> np.ndarray:
         raise CourseError(f"expected one image (C, H, W), got shape {tuple(x.shape)}")
     img = ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
     return img[..., 0] if img.shape[-1] == 1 else img
+
+
+def from_pil(image) -> torch.Tensor:
+    """A PIL image (what diffusers pipelines return) → ``(3, H, W)`` floats in ``[-1, 1]``."""
+    return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).float() / 127.5 - 1

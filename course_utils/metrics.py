@@ -8,14 +8,27 @@ class. Its held-out accuracy on real test digits is reported beside it, as the c
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from course_utils.data import load_digits_split
+from course_utils.errors import CourseError
 
-__all__ = ["DigitClassifier", "agreement", "classifier_for", "digit_classifier", "diversity", "psnr", "psnr_per_image"]
+__all__ = [
+    "DigitClassifier",
+    "agreement",
+    "classifier_for",
+    "clip_embeddings",
+    "clip_score",
+    "digit_classifier",
+    "diversity",
+    "psnr",
+    "psnr_per_image",
+    "to_uint8_images",
+]
 
 
 @dataclass(frozen=True)
@@ -86,3 +99,65 @@ def diversity(images: torch.Tensor) -> float:
     d = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
     n = flat.shape[0]
     return float(d.sum() / (n * (n - 1)))
+
+
+# ---------------------------------------------------------------------------------------------- CLIP
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def _pooled(output) -> torch.Tensor:
+    """``get_*_features`` gives the projection (transformers 4) or an output with it as ``pooler_output`` (5)."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+@torch.no_grad()
+def clip_embeddings(model, processor, images, texts: Sequence[str], *, batch_size: int = 256):
+    """Unit text and image embeddings ``(N_text, D)``, ``(N_image, D)`` of any transformers ``CLIPModel`` and its
+    ``CLIPProcessor`` (``openai/clip-vit-*`` or the course's shapes CLIP).
+
+    ``images``: uint8 ``(N, H, W, 3)``, a list of PIL images, or float ``(N, 3, H, W)`` in ``[-1, 1]``; texts are
+    padded to the longest and truncated to the tokenizer's limit (77 tokens for OpenAI's CLIP).
+    """
+    images = to_uint8_images(images)
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise CourseError("texts must be a list of strings")
+    model.eval()
+    device = next(model.parameters(), torch.empty(0)).device
+    texts, embedded_texts, embedded_images = list(texts), [], []
+    for start in range(0, len(texts), batch_size):
+        enc = processor.tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
+        embedded_texts.append(_unit(_pooled(model.get_text_features(**enc.to(device)))).float().cpu())
+    for start in range(0, len(images), batch_size):
+        pix = processor(images=images[start : start + batch_size], return_tensors="pt")["pixel_values"]
+        embedded_images.append(_unit(_pooled(model.get_image_features(pixel_values=pix.to(device)))).float().cpu())
+    return torch.cat(embedded_texts), torch.cat(embedded_images)
+
+
+def clip_score(model, processor, images, texts: Sequence[str]) -> torch.Tensor:
+    """CLIPScore ``(N,)``: ``100 · max(cos(image_i, text_i), 0)`` as in torchmetrics (Hessel et al. 2021)."""
+    if len(images) != len(texts):
+        raise CourseError(f"{len(images)} images but {len(texts)} texts")
+    text, image = clip_embeddings(model, processor, images, texts)
+    return (100 * (text * image).sum(dim=-1)).clamp(min=0)
+
+
+def to_uint8_images(images) -> np.ndarray | list:
+    """uint8 ``(N, H, W, 3)`` arrays and lists of PIL images as they are; float ``(N, 3, H, W)`` in [-1, 1] → uint8."""
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            raise CourseError(
+                f"image tensors must be float (N, 3, H, W) in [-1, 1], got {images.dtype} {tuple(images.shape)}"
+            )
+        x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return x.permute(0, 2, 3, 1).numpy()
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise CourseError(f"image arrays must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+        return images
+    images = list(images)
+    if not images:
+        raise CourseError("no images")
+    return images

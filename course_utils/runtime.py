@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -11,6 +13,7 @@ import torch
 from course_utils.errors import CourseError, check_choice
 
 __all__ = [
+    "quiet_loading",
     "DEVICES",
     "DTYPES",
     "in_colab",
@@ -72,3 +75,19 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 def in_colab() -> bool:
     """True inside Google Colab."""
     return "COLAB_RELEASE_TAG" in os.environ or "google.colab" in __import__("sys").modules
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Load models without diffusers' and transformers' progress bars ("Loading pipeline components",
+    "Loading weights"), which would otherwise land in notebook outputs; both are restored afterwards."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()

@@ -43,6 +43,7 @@ __all__ = [
     "BACKGROUND_RGB",
     "COLOURS",
     "COLOUR_RGB",
+    "OMITTABLE",
     "POSITIONS",
     "POSITION_PHRASES",
     "RELATIONS",
@@ -60,6 +61,7 @@ __all__ = [
     "load_imagefolder",
     "make_dataset",
     "parse_caption",
+    "prompt_attributes",
     "render",
     "sample_scene",
     "split_dataset",
@@ -123,6 +125,9 @@ ATTRIBUTES: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         "position_2": tuple(p for p in POSITIONS if p != "centre"),  # a second object is never centred
     }
 )
+
+# What caption(scene, omit=...) may leave out of a prompt (the shape and a relation always stay).
+OMITTABLE = ("size", "colour", "position", "background", "size_2", "colour_2")
 
 # Geometry, in fractions of the image side (y grows downwards).
 _CENTRES = {"left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25), "bottom": (0.5, 0.75), "centre": (0.5, 0.5)}
@@ -257,20 +262,29 @@ class ShapesDataset:
 # ---------------------------------------------------------------------------------------------- captions
 
 
-def caption(scene: Scene) -> str:
+def caption(scene: Scene, *, omit: Sequence[str] = ()) -> str:
     """The scene in words: ``a <size> <colour> <shape> <position phrase | relation a <size> <colour> <shape>>
-    on a <background> background``."""
+    on a <background> background``.
 
-    def noun(o: ShapeSpec) -> str:
-        return f"a {o.size} {o.colour} {o.shape}"
+    ``omit`` leaves words out (keys of :data:`OMITTABLE`: ``size``, ``colour``, ``position`` of a one-object
+    scene, ``background``, and the second object's ``size_2``, ``colour_2``), giving the partial prompts people
+    type ("a red circle"); :func:`prompt_attributes` reads them back. The shape and a relation always stay.
+    """
+    omit = set(omit)
+    for key in omit:
+        check_choice("omitted attribute", key, OMITTABLE)
+
+    def noun(o: ShapeSpec, suffix: str = "") -> str:
+        words = [o.size if "size" + suffix not in omit else "", o.colour if "colour" + suffix not in omit else ""]
+        return " ".join(["a", *filter(None, words), o.shape])
 
     if len(scene.objects) == 1:
         only = scene.objects[0]
-        middle = f"{noun(only)} {POSITION_PHRASES[only.position]}"
+        middle = noun(only) + ("" if "position" in omit else f" {POSITION_PHRASES[only.position]}")
     else:
         first, second = scene.objects
-        middle = f"{noun(first)} {scene.relation} {noun(second)}"
-    return f"{middle} on a {scene.background} background"
+        middle = f"{noun(first)} {scene.relation} {noun(second, '_2')}"
+    return middle if "background" in omit else f"{middle} on a {scene.background} background"
 
 
 class _Words:
@@ -281,13 +295,16 @@ class _Words:
         self.words = text.lower().split()
         self.i = 0
 
-    def take(self, kind: str, valid: Sequence[str], *, plural: str | None = None) -> str:
-        """The longest of the ``valid`` (possibly multi-word) phrases starting at the cursor."""
+    def take(self, kind: str, valid: Sequence[str], *, plural: str | None = None, optional: bool = False) -> str | None:
+        """The longest of the ``valid`` (possibly multi-word) phrases starting at the cursor; ``None`` if there is
+        none and the phrase is ``optional``."""
         for phrase in sorted(valid, key=lambda p: -len(p.split())):
             n = len(phrase.split())
             if self.words[self.i : self.i + n] == phrase.split():
                 self.i += n
                 return phrase
+        if optional:
+            return None
         where = f"word {self.i + 1} is {self.words[self.i]!r}" if self.i < len(self.words) else "the caption ends"
         if len(valid) == 1:
             wanted = f"{valid[0]!r} is expected"
@@ -295,9 +312,11 @@ class _Words:
             wanted = f"a {kind} is expected; valid {plural or kind + 's'}: {', '.join(valid)}"
         raise CourseError(f"cannot parse caption {self.text!r}: {where} where {wanted}")
 
-    def noun(self) -> tuple[str, str, str]:
+    def noun(self, *, optional: bool = False) -> tuple[str | None, str | None, str]:
         self.take("article", ["a"])
-        return self.take("size", SIZES), self.take("colour", COLOURS), self.take("shape", SHAPES)
+        size = self.take("size", SIZES, optional=optional)
+        colour = self.take("colour", COLOURS, optional=optional)
+        return size, colour, self.take("shape", SHAPES)
 
     def end(self) -> None:
         if self.i < len(self.words):
@@ -329,6 +348,39 @@ def parse_caption(text: str) -> Scene:
     if link in RELATIONS:
         return Scene.pair(*objects, relation=link, background=background)
     return Scene(tuple(objects), background)
+
+
+def prompt_attributes(text: str) -> dict[str, str]:
+    """The attributes a (possibly partial) prompt names, as :func:`attributes` labels them.
+
+    Reads what ``caption(scene, omit=...)`` writes: any of the size, colour, position phrase and background
+    may be missing. ``count`` is always named (one or two nouns); a relation names ``relation``, ``position``
+    and ``position_2``. A full caption gives exactly ``attributes(parse_caption(text))``.
+    """
+    words = _Words(text)
+    named: dict[str, str | None] = {}
+    named["size"], named["colour"], named["shape"] = words.noun(optional=True)
+    phrase_to_position = {phrase: position for position, phrase in POSITION_PHRASES.items()}
+    link = words.take(
+        "position or relation",
+        [*POSITION_PHRASES.values(), *RELATIONS],
+        plural="positions and relations",
+        optional=True,
+    )
+    named["count"] = "two" if link in RELATIONS else "one"
+    if link in RELATIONS:
+        named["relation"] = link
+        named["position"], named["position_2"] = RELATION_POSITIONS[link]
+        named["size_2"], named["colour_2"], named["shape_2"] = words.noun(optional=True)
+    elif link is not None:
+        named["position"] = phrase_to_position[link]
+    if words.i < len(words.words):
+        words.take("word", ["on"])
+        words.take("word", ["a"])
+        named["background"] = words.take("background", BACKGROUNDS)
+        words.take("word", ["background"])
+    words.end()
+    return {key: value for key, value in named.items() if value is not None}
 
 
 def attributes(scene: Scene) -> dict[str, str]:

@@ -14,6 +14,7 @@ from course_utils.shapes import (
     BACKGROUND_RGB,
     COLOUR_RGB,
     COLOURS,
+    OMITTABLE,
     POSITIONS,
     RELATIONS,
     SHAPES,
@@ -28,6 +29,7 @@ from course_utils.shapes import (
     load_imagefolder,
     make_dataset,
     parse_caption,
+    prompt_attributes,
     render,
     sample_scene,
     split_dataset,
@@ -335,3 +337,32 @@ def test_coco_export_reads_back_through_pycocotools(tmp_path):
         assert [a["caption"] for a in anns] == [data.captions[img["id"] - 1]]
     raw = json.loads(path.read_text())
     assert {"info", "licenses", "images", "annotations"} <= set(raw)
+
+
+def test_partial_captions_leave_words_out_and_read_back():
+    pair = Scene.pair(ShapeSpec("circle", "red", "small"), ShapeSpec("square", "blue", "large"), relation="above")
+    one = Scene((ShapeSpec("plus", "green", "large", "left"),), "black")
+    assert caption(one, omit=("colour", "background")) == "a large plus on the left"
+    assert caption(one, omit=("size", "position")) == "a green plus on a black background"
+    assert caption(pair, omit=("colour", "size_2")) == "a small circle above a blue square on a grey background"
+    assert prompt_attributes("a red circle") == {"colour": "red", "shape": "circle", "count": "one"}
+    assert prompt_attributes("a circle below a square") == {
+        "shape": "circle",
+        "count": "two",
+        "relation": "below",
+        "position": "bottom",
+        "position_2": "top",
+        "shape_2": "square",
+    }
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        scene = sample_scene(rng)
+        assert prompt_attributes(caption(scene)) == attributes(scene)
+        omit = [k for k in OMITTABLE if rng.random() < 0.5]
+        named = prompt_attributes(caption(scene, omit=omit))
+        assert named.items() <= attributes(scene).items()
+        assert not set(named) & (set(omit) - {"position"} if len(scene.objects) == 2 else set(omit))
+    with pytest.raises(CourseError, match="omitted attribute 'shape'"):
+        caption(one, omit=("shape",))
+    with pytest.raises(CourseError, match="where a shape is expected"):
+        prompt_attributes("a red")

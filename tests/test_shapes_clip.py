@@ -31,18 +31,11 @@ from course_utils.models.shapes_clip import (
 )
 from course_utils.training import TrainConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
+
 TINY = CLIPConfigSmall(
     text_hidden=32, text_layers=1, text_heads=2, vision_hidden=32, vision_layers=1, vision_heads=2, projection_dim=32
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: one thread is as fast, and two threads on a busy 2-core machine run 40 × slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -57,8 +57,10 @@ import transformers
 from transformers import BatchEncoding, CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from course_utils import shapes
+from course_utils import metrics, shapes
 from course_utils.errors import CourseError
+from course_utils.metrics import clip_embeddings
+from course_utils.runtime import quiet_loading
 from course_utils.training import TrainConfig, fit
 
 __all__ = [
@@ -252,25 +254,6 @@ def build_shapes_processor(tokenizer: CLIPTokenizer, *, image_size: int = IMAGE_
     return CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def _uint8_images(images) -> np.ndarray | list:
-    """uint8 ``(N, H, W, 3)`` arrays and lists of PIL images as they are; float ``(N, 3, H, W)`` in [-1, 1] → uint8."""
-    if isinstance(images, torch.Tensor):
-        if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
-            raise CourseError(
-                f"image tensors must be float (N, 3, H, W) in [-1, 1], got {images.dtype} {tuple(images.shape)}"
-            )
-        x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return x.permute(0, 2, 3, 1).numpy()
-    if isinstance(images, np.ndarray):
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise CourseError(f"image arrays must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
-        return images
-    images = list(images)
-    if not images:
-        raise CourseError("no images")
-    return images
-
-
 def pixel_values(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 ``(N, H, W, 3)`` (array or tensor) → normalised float ``(N, 3, H, W)``, as the processor makes them.
 
@@ -389,8 +372,11 @@ def load_shapes_clip(path: str | Path) -> tuple[CLIPModel, CLIPProcessor]:
     """``(CLIPModel.from_pretrained(path), CLIPProcessor.from_pretrained(path))``, in eval mode."""
     path = Path(path)
     if not (path / "config.json").is_file() or not (path / "tokenizer_config.json").is_file():
-        raise CourseError(f"{path} is not a saved shapes CLIP (config.json and tokenizer_config.json expected)")
-    return CLIPModel.from_pretrained(path).eval(), CLIPProcessor.from_pretrained(path)
+        raise CourseError(
+            f"{path} is not a saved shapes CLIP (config.json and tokenizer_config.json expected; run `make models`)"
+        )
+    with quiet_loading():
+        return CLIPModel.from_pretrained(path).eval(), CLIPProcessor.from_pretrained(path)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -421,15 +407,6 @@ def contrastive_loss(
     same = (groups[:, None] == groups[None, :]).to(logits.dtype)
     targets = same / same.sum(dim=1, keepdim=True)  # symmetric: equal groups have equal sizes
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
-
-
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(dim=-1, keepdim=True)
-
-
-def _pooled(output) -> torch.Tensor:
-    """``get_*_features`` gives the projection (transformers 4) or an output with it as ``pooler_output`` (5)."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
 def train_shapes_clip(
@@ -478,30 +455,18 @@ def train_shapes_clip(
 # ---------------------------------------------------------------------------------------------- measuring
 
 
-@torch.no_grad()
 def text_image_embeddings(
     model: CLIPModel, processor: CLIPProcessor, images, captions: Sequence[str], *, batch_size: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit text and image embeddings ``(N_text, D)``, ``(N_image, D)``, through the processor as for any CLIP."""
-    images = _uint8_images(images)
+    """:func:`course_utils.metrics.clip_embeddings` after checking every word is in :data:`CAPTION_WORDS`."""
     _check_words(list(captions))
-    model.eval()
-    texts, pics = [], []
-    for start in range(0, len(captions), batch_size):
-        enc = encode_captions(processor.tokenizer, captions[start : start + batch_size], padding="longest")
-        texts.append(_unit(_pooled(model.get_text_features(**enc))))
-    for start in range(0, len(images), batch_size):
-        pix = processor(images=images[start : start + batch_size], return_tensors="pt")["pixel_values"]
-        pics.append(_unit(_pooled(model.get_image_features(pixel_values=pix))))
-    return torch.cat(texts), torch.cat(pics)
+    return clip_embeddings(model, processor, images, captions, batch_size=batch_size)
 
 
 def clip_score(model: CLIPModel, processor: CLIPProcessor, images, captions: Sequence[str]) -> torch.Tensor:
-    """CLIPScore ``(N,)``: ``100 · max(cos(image_i, caption_i), 0)`` as in torchmetrics (Hessel et al. 2021)."""
-    if len(images) != len(captions):
-        raise CourseError(f"{len(images)} images but {len(captions)} captions")
-    text, image = text_image_embeddings(model, processor, images, list(captions))
-    return (100 * (text * image).sum(dim=-1)).clamp(min=0)
+    """:func:`course_utils.metrics.clip_score` ``(N,)`` after checking every word is in :data:`CAPTION_WORDS`."""
+    _check_words(list(captions))
+    return metrics.clip_score(model, processor, images, captions)
 
 
 def retrieval_top1(model: CLIPModel, processor: CLIPProcessor, images, captions: Sequence[str]) -> float:
