@@ -51,7 +51,8 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     e.model_id: e
     for e in [
-        ModelEntry("course/digits-ddpm", "course-digits", local="digits-ddpm", params="0.4 M"),
+        ModelEntry("course/digits-ddpm", "course-digits", local="digits-ddpm", params="0.65 M"),
+        ModelEntry("course/shapes-sd", "course-sd", local="shapes-sd", params="3.2 M (U-Net)"),
         ModelEntry("DeepFloyd/IF-I-XL-v1.0", "if", gated=True, params="4.3 B (stage I U-Net) + 4.8 B (T5-XXL)"),
         ModelEntry("DeepFloyd/IF-II-L-v1.0", "if", gated=True, params="1.2 B"),
         ModelEntry(
@@ -116,6 +117,7 @@ def _family_of_local(path: Path) -> str:
     families = {
         "DDPMPipeline": "course-digits",
         "IFPipeline": "if",
+        "IFSuperResolutionPipeline": "if",
         "StableDiffusionPipeline": "sd",
         "StableDiffusionXLPipeline": "sdxl",
         "StableDiffusion3Pipeline": "sd3",

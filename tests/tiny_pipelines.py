@@ -14,9 +14,14 @@ One builder per pipeline, each ``build_tiny_<name>(path) -> Path`` returning the
 
 * :func:`build_tiny_if` — DeepFloyd IF stage I (``IFPipeline``: T5 encoder + pixel U-Net predicting ε and
   a variance, DDPM scheduler with the cosine schedule).
+* :func:`build_tiny_if_upscaler` — DeepFloyd IF stage II (``IFSuperResolutionPipeline``, 16 → 32 pixels).
+* :func:`build_tiny_shapes_sd` — the course's miniature Stable Diffusion at test size (``StableDiffusionPipeline``).
+* :func:`build_tiny_sd`, :func:`build_tiny_sdxl`, :func:`build_tiny_sd3` — the Hub families' pipeline classes
+  (``StableDiffusionPipeline``, ``StableDiffusionXLPipeline``, ``StableDiffusion3Pipeline``) with CLIP tokenizers
+  built by :func:`tiny_clip_tokenizer` (and a T5 for SD3).
 
-Later builders (SD, SDXL, SD3) belong here too; share :func:`tiny_t5_tokenizer` / :func:`tiny_t5_encoder`
-where they need a T5, and keep each one small (well under a million parameters per model).
+Share :func:`tiny_t5_tokenizer` / :func:`tiny_t5_encoder` where a T5 is needed, and keep each model small (well
+under a million parameters).
 """
 
 from __future__ import annotations
@@ -27,11 +32,18 @@ from pathlib import Path
 import torch
 
 __all__ = [
+    "CLIP_MAX_LENGTH",
     "IF_SAMPLE_SIZE",
     "PROMPT_WORDS",
     "T5_D_MODEL",
     "build_tiny_if",
+    "build_tiny_if_upscaler",
+    "build_tiny_sd",
+    "build_tiny_sd3",
+    "build_tiny_sdxl",
+    "build_tiny_shapes_sd",
     "tiny_if_scheduler",
+    "tiny_clip_tokenizer",
     "tiny_if_unet",
     "tiny_t5_encoder",
     "tiny_t5_tokenizer",
@@ -111,7 +123,12 @@ def tiny_t5_encoder(vocab_size: int, *, d_model: int = T5_D_MODEL, num_layers: i
 
 
 def tiny_if_unet(
-    *, sample_size: int = IF_SAMPLE_SIZE, text_dim: int = T5_D_MODEL, cross_attention_dim: int = 64, seed: int = SEED
+    *,
+    sample_size: int = IF_SAMPLE_SIZE,
+    text_dim: int = T5_D_MODEL,
+    cross_attention_dim: int = 64,
+    upscaler: bool = False,
+    seed: int = SEED,
 ):
     """A random-weight IF-stage-I-shaped ``UNet2DConditionModel`` (about 0.6 M parameters).
 
@@ -119,13 +136,17 @@ def tiny_if_unet(
     interpolation), a plain ResNet first block then ``SimpleCrossAttn`` blocks, T5 hidden states projected by
     ``encoder_hid_proj`` (``encoder_hid_dim`` → ``cross_attention_dim``) and pooled into the timestep embedding
     (``addition_embed_type="text"``), group-norm cross-attention, scale-shift ResNets, GELU.
+
+    ``upscaler=True`` makes it stage II's (``DeepFloyd/IF-II-*``): it also reads the upscaled stage I picture (6
+    input channels), and the noise level of that picture's augmentation enters as a class embedding
+    (``class_embed_type="timestep"``).
     """
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
     return UNet2DConditionModel(
         sample_size=sample_size,
-        in_channels=3,
+        in_channels=6 if upscaler else 3,
         out_channels=6,
         layers_per_block=1,
         block_out_channels=(32, 64),
@@ -142,6 +163,7 @@ def tiny_if_unet(
         cross_attention_norm="group_norm",
         resnet_time_scale_shift="scale_shift",
         act_fn="gelu",
+        class_embed_type="timestep" if upscaler else None,
     ).eval()
 
 
@@ -188,3 +210,295 @@ def build_tiny_if(path: str | Path, *, seed: int = SEED) -> Path:
     )
     pipeline.save_pretrained(path, safe_serialization=True)
     return path
+
+
+def build_tiny_if_upscaler(path: str | Path, *, seed: int = SEED) -> Path:
+    """Write a tiny random-weight DeepFloyd-IF-stage-II ``IFSuperResolutionPipeline`` (16 → 32 pixels) to ``path``.
+
+    As ``DeepFloyd/IF-II-L-v1.0``: the U-Net reads the noisy picture and the upscaled stage I picture (6 input
+    channels), its noise augmentation level enters as a class embedding (``class_embed_type="timestep"``), and a
+    second DDPM scheduler (``image_noising_scheduler``) noises the upscaled input. Saved with its T5, which the
+    two-stage study leaves out (stage I's embeddings are reused).
+    """
+    from diffusers import DDPMScheduler, IFSuperResolutionPipeline
+
+    path = Path(path)
+    tokenizer = tiny_t5_tokenizer()
+    unet = tiny_if_unet(sample_size=2 * IF_SAMPLE_SIZE, upscaler=True, seed=seed)
+    pipeline = IFSuperResolutionPipeline(
+        tokenizer=tokenizer,
+        text_encoder=tiny_t5_encoder(len(tokenizer), seed=seed),
+        unet=unet,
+        scheduler=tiny_if_scheduler(),
+        image_noising_scheduler=DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2"),
+        safety_checker=None,
+        feature_extractor=None,
+        watermarker=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def build_tiny_shapes_sd(path: str | Path, *, seed: int = SEED) -> Path:
+    """The course's miniature Stable Diffusion (``StableDiffusionPipeline``) at test size, random weights: the
+    shapes tokenizer, a one-layer ``CLIPTextModel`` (width 32), a VAE of 8/16/16 channels (32×32 → 4×8×8) and a
+    U-Net of 32/32 channels, assembled by ``course_utils.models.shapes_sd.assemble_pipeline``."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from course_utils.models.shapes_clip import build_shapes_tokenizer
+    from course_utils.models.shapes_sd import UNetConfig, assemble_pipeline, build_shapes_unet
+    from course_utils.models.shapes_vae import VAEConfig, build_shapes_vae
+
+    tokenizer = build_shapes_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
+    vae = build_shapes_vae(VAEConfig(block_out_channels=(8, 16, 16), norm_num_groups=4), seed=seed)
+    unet = build_shapes_unet(
+        UNetConfig(block_out_channels=(32, 32), attention_heads=4, cross_attention_dim=32, norm_num_groups=8), seed=seed
+    )
+    pipe = assemble_pipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return Path(path)
+
+
+# ------------------------------------------------------------------------ Stable Diffusion 2.x, SDXL and SD 3.x
+# Same classes and the same kind of configuration as the Hub models the gpu profile names (stabilityai/...), at a
+# few hundred thousand weights each. The VAE depths differ from the real ones on purpose (8 for SD, 4 for SDXL,
+# 2 × patch 2 for SD3) so that code reading the latent factor from a folder's configs is tested against values
+# it could not have guessed.
+
+CLIP_MAX_LENGTH = 77
+"""CLIP's context length, to which every Stable Diffusion pipeline pads its prompts."""
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def tiny_clip_tokenizer(words: Iterable[str] = PROMPT_WORDS, *, max_length: int = CLIP_MAX_LENGTH):
+    """A byte-pair ``CLIPTokenizer`` built offline: every one of ``words`` is one token ``word</w>`` (merges learnt by
+    :func:`course_utils.models.shapes_clip.learn_merges`), any other lower-case word splits into letters, anything
+    else is ``<|unk|>``. Specials as in OpenAI's CLIP (``<|startoftext|>``, ``<|endoftext|>`` = pad, largest ids)."""
+    from transformers import CLIPTokenizer
+
+    from course_utils.models.shapes_clip import learn_merges
+
+    pieces = list(dict.fromkeys(w.lower() for w in words))
+    merges = learn_merges(pieces)
+    tokens = [*_LETTERS, *(c + "</w>" for c in _LETTERS), *(a + b for a, b in merges)]
+    tokens += ["<|unk|>", "<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(
+        vocab={token: i for i, token in enumerate(dict.fromkeys(tokens))},
+        merges=merges,
+        unk_token="<|unk|>",
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        model_max_length=max_length,
+    )
+
+
+def _tiny_clip_text(cls, tokenizer, *, hidden_size: int = 32, projection_dim: int | None = None, seed: int = SEED):
+    """A random-weight CLIP text tower of class ``cls`` (``CLIPTextModel`` or ``CLIPTextModelWithProjection``): two
+    layers (the SDXL pipeline reads the penultimate hidden state), 2 heads, GELU, ids matching ``tokenizer``."""
+    from transformers import CLIPTextConfig
+
+    extra = {} if projection_dim is None else {"projection_dim": projection_dim}
+    torch.manual_seed(seed)
+    return cls(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            intermediate_size=2 * hidden_size,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=tokenizer.model_max_length,
+            hidden_act="gelu",
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **extra,
+        )
+    ).eval()
+
+
+def _tiny_vae(levels: int, *, seed: int = SEED, **kwargs):
+    """A random-weight ``AutoencoderKL`` with ``levels`` levels of 8/16/16/… channels: latent factor 2^(levels-1),
+    4 latent channels, one ResNet per level."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=(8, *(16,) * (levels - 1)),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+        **kwargs,
+    ).eval()
+
+
+def _sd_betas() -> dict:
+    """Stable Diffusion's training schedule: scaled-linear β from 0.00085 to 0.012 over T = 1000 steps."""
+    return {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+
+
+def build_tiny_sd(path: str | Path, *, seed: int = SEED) -> Path:
+    """Write a tiny random-weight Stable-Diffusion-2.x-shaped ``StableDiffusionPipeline`` to ``path`` and return it.
+
+    As ``stabilityai/stable-diffusion-2-1``: one CLIP text tower (``CLIPTextModel``, width 32), a U-Net with linear
+    projections in its transformers (``use_linear_projection``) and cross-attention at the top level, a VAE with
+    latent factor 8, and a ``DDIMScheduler`` predicting ``v`` (SD 2.1's 768-px model). Default size 32×32 (U-Net
+    ``sample_size`` 4 × 8); no safety checker.
+    """
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    tokenizer = tiny_clip_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=4,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        cross_attention_dim=32,
+        norm_num_groups=8,
+    ).eval()
+    pipe = StableDiffusionPipeline(
+        vae=_tiny_vae(4, seed=seed),
+        text_encoder=_tiny_clip_text(CLIPTextModel, tokenizer, seed=seed),
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler(
+            **_sd_betas(),
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+            prediction_type="v_prediction",
+        ),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    return Path(path)
+
+
+def build_tiny_sdxl(path: str | Path, *, seed: int = SEED) -> Path:
+    """Write a tiny random-weight ``StableDiffusionXLPipeline`` to ``path`` and return it.
+
+    As ``stabilityai/stable-diffusion-xl-base-1.0``: two CLIP text towers, the second a
+    ``CLIPTextModelWithProjection`` whose pooled, projected output (32) joins the six size/crop numbers (each
+    embedded in 8 dimensions) in the U-Net's ``text_time`` embedding (input 6 · 8 + 32 = 80); the U-Net
+    cross-attends to both towers' penultimate hidden states side by side (32 + 32 = 64), with no attention at the
+    top level and two transformer layers at the second, as SDXL; a VAE that is upcast to float32 to decode
+    (``force_upcast``), latent factor 4 here; an ``EulerDiscreteScheduler``. Default size 32×32.
+    """
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = tiny_clip_tokenizer()
+    text_encoder = _tiny_clip_text(CLIPTextModel, tokenizer, seed=seed)
+    text_encoder_2 = _tiny_clip_text(CLIPTextModelWithProjection, tokenizer, projection_dim=32, seed=seed + 1)
+    time_dim = 8
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        cross_attention_dim=text_encoder.config.hidden_size + text_encoder_2.config.hidden_size,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=6 * time_dim + text_encoder_2.config.projection_dim,
+        norm_num_groups=8,
+    ).eval()
+    pipe = StableDiffusionXLPipeline(
+        vae=_tiny_vae(3, seed=seed, force_upcast=True),
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tiny_clip_tokenizer(),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            **_sd_betas(), steps_offset=1, timestep_spacing="leading", prediction_type="epsilon"
+        ),
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    return Path(path)
+
+
+def build_tiny_sd3(path: str | Path, *, seed: int = SEED) -> Path:
+    """Write a tiny random-weight ``StableDiffusion3Pipeline`` to ``path`` and return it.
+
+    As ``stabilityai/stable-diffusion-3.5-medium``: an MMDiT (``SD3Transformer2DModel``, 2 joint blocks, 4 heads of
+    8, RMS-normed queries and keys, patches of 2×2 latents) fed by two ``CLIPTextModelWithProjection`` towers (their
+    pooled outputs, 32 + 32 = 64, condition the timestep embedding; their hidden states, 32 + 32, are padded to the
+    T5's width) and a T5 encoder (:func:`tiny_t5_encoder`, width 64 = ``joint_attention_dim``); a VAE without
+    quant convs, with SD3's shift and scaling factors, latent factor 2 (so 2 · 2 = 4 pixels per token side); a
+    ``FlowMatchEulerDiscreteScheduler`` with SD3's shift 3. Default size 32×32 (``sample_size`` 16 × 2).
+    """
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    tokenizer = tiny_clip_tokenizer()
+    t5_tokenizer = tiny_t5_tokenizer()
+    t5_width = 64
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        joint_attention_dim=t5_width,
+        caption_projection_dim=32,
+        pooled_projection_dim=64,
+        pos_embed_max_size=16,
+        qk_norm="rms_norm",
+    ).eval()
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+        vae=_tiny_vae(
+            2, seed=seed, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035
+        ),
+        text_encoder=_tiny_clip_text(CLIPTextModelWithProjection, tokenizer, projection_dim=32, seed=seed),
+        tokenizer=tokenizer,
+        text_encoder_2=_tiny_clip_text(CLIPTextModelWithProjection, tokenizer, projection_dim=32, seed=seed + 1),
+        tokenizer_2=tiny_clip_tokenizer(),
+        text_encoder_3=tiny_t5_encoder(len(t5_tokenizer), d_model=t5_width, seed=seed),
+        tokenizer_3=t5_tokenizer,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    return Path(path)
