@@ -58,18 +58,20 @@ class Study:
             lines.append("  ".join(x.rjust(w) for x, w in zip(row, widths, strict=True)))
         return "\n".join(lines)
 
-    def grid(self, title: str | None = None):
-        """The example images, labeled by the setting that produced them."""
+    def grid(self, title: str | None = None, *, rows: int | None = None):
+        """The example images, labeled by the setting that produced them (only the first ``rows`` rows if given)."""
         from course_utils.plotting import image_grid
 
-        return image_grid(self.images, labels=self.labels, ncols=self.ncols, title=title or self.name)
+        n = len(self.images) if rows is None else rows * self.ncols
+        return image_grid(self.images[:n], labels=self.labels[:n], ncols=self.ncols, title=title or self.name)
 
-    def show(self) -> None:
-        """Print the table, show the example grid and, where something was measured, the curve."""
+    def show(self, *, rows: int | None = None) -> None:
+        """Print the table, show the example grid (its first ``rows`` rows) and, where something was measured, the
+        curve."""
         import matplotlib.pyplot as plt
 
         print(self.text())
-        self.grid()
+        self.grid(rows=rows)
         if self.measures:
             self.curve()
         plt.show()

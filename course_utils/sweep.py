@@ -1,0 +1,331 @@
+"""Sweeps: vary one generation setting, keep everything else fixed and seeded, measure every image.
+
+    python -m course_utils.sweep --vary guidance_scale --values 1 3 5 7.5 10 15 \\
+        --prompt "a large red circle left of a small blue square on a grey background" --seeds 0 1 2
+
+Settings that can vary (:data:`SETTINGS`): ``scheduler``, ``guidance_scale``, ``num_inference_steps``,
+``negative_prompt`` (``""`` or ``none`` for no negative prompt) and ``model_id``. Every combination is checked
+against the support matrix (:mod:`course_utils.sd_support`) before any weights load, so a sweep that would fail
+at its fifth value fails at once, in one line.
+
+Each image is measured with
+
+- **CLIP score** (Hessel et al. 2021; :func:`course_utils.metrics.clip_score`): the course's shapes CLIP for the
+  course's model, ``openai/clip-vit-base-patch32`` for the Hub models (``--clip_model`` picks another, ``none``
+  turns it off);
+- **adherence** for the course's model: the share of the attributes a prompt names that the attribute judge reads
+  in the picture (:func:`course_utils.models.shapes_judge.adherence`).
+
+The result is a :class:`course_utils.studies.Study` (per-value means, the grid, the curves), written by
+:func:`save_sweep` as ``grid.png`` (rows: prompt × seed, columns: the values), ``metrics.csv`` (one row per
+image) and ``summary.csv`` (one row per value).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from course_utils.errors import ArgumentParser, CourseError, check_choice, main_guard
+from course_utils.generate import DEFAULT_MODEL_ID, LoadedPipeline, load_pipeline, sample
+from course_utils.images import from_pil
+from course_utils.paths import MODELS_DIR
+from course_utils.runtime import quiet_loading
+from course_utils.sd_support import GenerationSettings, check_prompt, check_request
+from course_utils.studies import Study
+
+__all__ = ["SETTINGS", "SweepResult", "combine", "load_clip", "main", "run_sweep", "save_sweep"]
+
+SETTINGS = ("scheduler", "guidance_scale", "num_inference_steps", "negative_prompt", "model_id")
+COURSE_CLIP = "course/shapes-clip"
+HUB_CLIP = "openai/clip-vit-base-patch32"
+COURSE_JUDGE = MODELS_DIR / "shapes-judge"
+_NO_NEGATIVE = ("", "none")
+
+
+@dataclass
+class SweepResult:
+    """A sweep's per-image rows (``value``, ``prompt``, ``seed``, measures, ``seconds``), the images ``(3, H, W)`` in
+    ``[-1, 1]`` aligned with them, and its :class:`Study`."""
+
+    setting: str
+    values: list[Any]
+    rows: list[dict[str, Any]]
+    images: list[torch.Tensor]
+    study: Study
+    warnings: list[str] = field(default_factory=list)
+
+    def images_of(self, value: Any) -> tuple[torch.Tensor, list[str]]:
+        """The images ``(N, 3, H, W)`` made with ``value`` and their prompts."""
+        picked = [
+            (image, row["prompt"]) for image, row in zip(self.images, self.rows, strict=True) if row["value"] == value
+        ]
+        if not picked:
+            raise CourseError(
+                f"{value!r} is not a value of this sweep; its values: {', '.join(map(_label, self.values))}"
+            )
+        return torch.stack([image for image, _ in picked]), [prompt for _, prompt in picked]
+
+
+def load_clip(model_id: str):
+    """``(CLIPModel, CLIPProcessor)`` for ``model_id``: ``course/shapes-clip`` (the offline one), a Hub id or a
+    folder; in eval mode."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    if model_id == COURSE_CLIP:
+        from course_utils.models.shapes_clip import load_shapes_clip
+
+        return load_shapes_clip(MODELS_DIR / "shapes-clip")
+    with quiet_loading():
+        return CLIPModel.from_pretrained(model_id).eval(), CLIPProcessor.from_pretrained(model_id)
+
+
+def _value(setting: str, value: Any) -> Any:
+    """A CLI string (or a Python value) as the setting's type; ``""`` / ``none`` → no negative prompt."""
+    try:
+        if setting == "guidance_scale":
+            return float(value)
+        if setting == "num_inference_steps":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+    except (TypeError, ValueError):
+        raise CourseError(f"{setting} values must be numbers, got {value!r}") from None
+    if setting == "negative_prompt" and (value is None or str(value).strip().lower() in _NO_NEGATIVE):
+        return None
+    return str(value)
+
+
+def _request(base: dict[str, Any], setting: str, value: Any) -> tuple[GenerationSettings, list[str]]:
+    fields = {**base, setting: value}
+    return check_request(
+        fields["model_id"],
+        scheduler=fields["scheduler"],
+        steps=fields["num_inference_steps"],
+        guidance_scale=fields["guidance_scale"],
+        height=fields["height"],
+        width=fields["width"],
+        negative_prompt=fields["negative_prompt"],
+    )
+
+
+def run_sweep(
+    *,
+    setting: str,
+    values: Sequence[Any],
+    prompts: Sequence[str],
+    seeds: Sequence[int] = (0,),
+    model_id: str = DEFAULT_MODEL_ID,
+    scheduler: str | None = None,
+    guidance_scale: float | None = None,
+    num_inference_steps: int | None = None,
+    negative_prompt: str | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    device: str = "auto",
+    clip_model: str | None = "auto",
+    judge: bool = True,
+    progress: bool = True,
+) -> SweepResult:
+    """Generate every (value, prompt, seed) with everything else fixed, and measure each image.
+
+    Args:
+        setting: one of :data:`SETTINGS`; ``values`` its values (strings are converted: ``"7.5"``, ``"none"``).
+        prompts, seeds: each value draws ``len(prompts) × len(seeds)`` images; image (prompt, seed) uses
+            ``torch.Generator("cpu").manual_seed(seed)`` at every value, so columns differ only by the setting.
+        model_id … width: the fixed settings (``None``: the model's default, see
+            :func:`course_utils.sd_support.check_request`).
+        clip_model: ``"auto"`` (the shapes CLIP for the course's model, else ``openai/clip-vit-base-patch32``), an id
+            or folder, or ``None`` for no CLIP score.
+        judge: score adherence where the model is the course's and the judge exists.
+    """
+    # 1) check every value before loading anything
+    check_choice("setting", setting, SETTINGS)
+    values = [_value(setting, v) for v in values]
+    if not values or not prompts or not seeds:
+        raise CourseError("a sweep needs at least one value, one prompt and one seed")
+    base = {
+        "model_id": model_id,
+        "scheduler": scheduler,
+        "guidance_scale": guidance_scale,
+        "num_inference_steps": num_inference_steps,
+        "negative_prompt": _value("negative_prompt", negative_prompt),
+        "height": height,
+        "width": width,
+    }
+    checked = [_request(base, setting, v) for v in values]
+    warnings = list(dict.fromkeys(w for _, ws in checked for w in ws))
+    for settings, _ in checked:
+        for prompt in prompts:
+            check_prompt(settings, prompt)
+    # 2) generate: one pipeline per model, loaded once
+    pipelines: dict[str, LoadedPipeline] = {}
+    rows: list[dict[str, Any]] = []
+    tiles: list[tuple[int, int, torch.Tensor]] = []  # (row, column, image)
+    bar = tqdm(total=len(values) * len(prompts) * len(seeds), desc=f"sweep {setting}", disable=not progress)
+    for column, (value, (settings, _)) in enumerate(zip(values, checked, strict=True)):
+        if settings.source not in pipelines:
+            pipelines[settings.source] = load_pipeline(settings, device=device)
+        for p, prompt in enumerate(prompts):
+            for s, seed in enumerate(seeds):
+                [(_, image, seconds)] = sample(
+                    pipelines[settings.source], settings, prompt=prompt, seed=seed, progress=False
+                )
+                tensor = from_pil(image)
+                rows.append(
+                    {
+                        "value": value,
+                        "prompt": prompt,
+                        "seed": seed,
+                        "family": settings.family,
+                        "scheduler": settings.scheduler,
+                        "seconds": seconds,
+                    }
+                )
+                tiles.append((p * len(seeds) + s, column, tensor))
+                bar.update()
+    bar.close()
+    families = {settings.family for settings, _ in checked}
+    pipelines.clear()
+    # 3) measure
+    images = [t for _, _, t in tiles]
+    clip_id = (COURSE_CLIP if families == {"course-sd"} else HUB_CLIP) if clip_model == "auto" else clip_model
+    if clip_id is not None:
+        from course_utils.metrics import clip_score
+
+        model, processor = load_clip(clip_id)
+        scores = clip_score(model, processor, [_pil(t) for t in images], [r["prompt"] for r in rows])
+        for row, score in zip(rows, scores.tolist(), strict=True):
+            row["clip_score"] = score
+    if judge and families == {"course-sd"} and (COURSE_JUDGE / "config.json").is_file():
+        from course_utils.models.shapes_judge import adherence, load_shapes_judge
+
+        found = adherence(load_shapes_judge(COURSE_JUDGE), torch.stack(images), [r["prompt"] for r in rows])
+        for row, share in zip(rows, found.per_sample.tolist(), strict=True):
+            row["adherence"] = share
+    study = _study(setting, values, rows, tiles, len(prompts) * len(seeds))
+    return SweepResult(setting, values, rows, images, study, warnings)
+
+
+def _pil(image: torch.Tensor):
+    from PIL import Image
+
+    return Image.fromarray(((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
+
+
+def _label(value: Any) -> str:
+    return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _study(setting: str, values: list, rows: list[dict], tiles: list, n_rows: int) -> Study:
+    measures = [m for m in ("adherence", "clip_score") if m in rows[0]]
+    table: dict[str, list[Any]] = {setting: [_label(v) if not isinstance(v, int | float) else v for v in values]}
+    for m in measures:  # wall times stay in the per-image rows (metrics.csv): they differ from run to run
+        table[m] = [float(np.mean([r[m] for r in rows if r["value"] == v])) for v in values]
+    order = sorted(range(len(tiles)), key=lambda i: (tiles[i][0], tiles[i][1]))  # row-major: prompt × seed, value
+    labels = [f"{setting} = {_label(values[tiles[i][1]])}" if tiles[i][0] == 0 else "" for i in order]
+    return Study(
+        name=f"sweep of {setting}",
+        setting=setting,
+        table=table,
+        images=[tiles[i][2] for i in order],
+        labels=labels,
+        ncols=len(values),
+        measures=measures,
+    )
+
+
+def combine(studies: dict[str, Study], *, series: str) -> Study:
+    """Several sweeps of one setting as one :class:`Study` whose curves have a line per key of ``studies`` (e.g.
+    the guidance sweep with DDPM and with DDIM); the grid is the first study's."""
+    first = next(iter(studies.values()))
+    if any(s.setting != first.setting or s.measures != first.measures for s in studies.values()):
+        raise CourseError("combine needs sweeps of the same setting with the same measures")
+    table: dict[str, list[Any]] = {series: [name for name, s in studies.items() for _ in s.table[s.setting]]}
+    for column in first.table:
+        table[column] = [v for s in studies.values() for v in s.table[column]]
+    return Study(
+        name=f"{first.name} by {series}",
+        setting=first.setting,
+        table=table,
+        images=first.images,
+        labels=first.labels,
+        ncols=first.ncols,
+        measures=first.measures,
+        series=series,
+    )
+
+
+def save_sweep(result: SweepResult, output_dir: str | Path) -> dict[str, Path]:
+    """Write ``grid.png``, ``metrics.csv`` (one row per image) and ``summary.csv`` (per value) into ``output_dir``."""
+    import matplotlib.pyplot as plt
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"grid": out / "grid.png", "metrics": out / "metrics.csv", "summary": out / "summary.csv"}
+    fig = result.study.grid(title=f"{result.study.name} (rows: prompt × seed)")
+    fig.savefig(paths["grid"], dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    columns = ["setting", "value", *[k for k in result.rows[0] if k != "value"]]
+    with paths["metrics"].open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for row in result.rows:
+            writer.writerow({**row, "setting": result.setting, "value": _label(row["value"])})
+    with paths["summary"].open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(list(result.study.table))
+        writer.writerows(zip(*result.study.table.values(), strict=True))
+    return paths
+
+
+@main_guard
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(prog="python -m course_utils.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--vary", required=True, help=f"the setting that varies: {', '.join(SETTINGS)}")
+    parser.add_argument("--values", required=True, nargs="+", help='its values, e.g. 1 3 7.5, or "" none "blurry"')
+    parser.add_argument("--prompt", required=True, action="append", help="a prompt (repeat for several)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one image per prompt and seed")
+    parser.add_argument("--model_id", default=DEFAULT_MODEL_ID)
+    parser.add_argument("--scheduler")
+    parser.add_argument("--guidance_scale", type=float)
+    parser.add_argument("--number_inference_steps", "--num_inference_steps", dest="num_inference_steps", type=int)
+    parser.add_argument("--negative_prompt")
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--clip_model", default="auto", help="auto, none, a Hub id or a folder")
+    parser.add_argument("--output_dir", default="outputs/sweep")
+    args = parser.parse_args(argv)
+    result = run_sweep(
+        setting=args.vary,
+        values=args.values,
+        prompts=args.prompt,
+        seeds=args.seeds,
+        model_id=args.model_id,
+        scheduler=args.scheduler,
+        guidance_scale=args.guidance_scale,
+        num_inference_steps=args.num_inference_steps,
+        negative_prompt=args.negative_prompt,
+        height=args.height,
+        width=args.width,
+        device=args.device,
+        clip_model=None if args.clip_model == "none" else args.clip_model,
+    )
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    print(result.study.text())
+    for name, path in save_sweep(result, Path(args.output_dir) / args.vary).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
