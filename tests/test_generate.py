@@ -159,7 +159,7 @@ REFUSALS = [
     (["--model_id", "{sdxl}", "--scheduler", "flow-match-euler"], r"does not work with .*\(sdxl, ε/v-prediction\)"),
     (["--scheduler", "flow-match-euler"], r"does not work with course/shapes-sd \(course-sd, ε/v-prediction\)"),
     (["--model_id", "{sd}", "--scheduler", "karras"], r"unknown scheduler 'karras'"),
-    (["--model_id", "{sd}", "--number_inference_steps", "0"], r"steps must be between 1 and 1000, got 0"),
+    (["--model_id", "{sd}", "--number_inference_steps", "0"], r"steps must be between 1 and 999, got 0"),
     (["--model_id", "{sd}", "--guidance_scale", "-2"], r"guidance_scale must be ≥ 0"),
     (["--model_id", "{sd}", "--height", "36"], r"height 36 is not a multiple of 8"),
     (["--model_id", "{sd3}", "--width", "30"], r"width 30 is not a multiple of 4"),
