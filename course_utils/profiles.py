@@ -20,17 +20,21 @@ class Profile:
     Attributes:
         name: ``offline`` or ``gpu``.
         denoiser: model id of the pixel-space denoiser used by the sampling-loop weeks.
+        text_to_image: model id of the Stable Diffusion model the SD weeks generate with.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps`` (see :func:`course_utils.runtime.resolve_device`).
         dtype: ``float32`` or ``float16``.
         prompts: conditions to sample from: digits for the digits model, prompts for IF.
         denoise_prompt: the condition used when denoising a given image (``None``: unconditional).
         image_size: side of the bundled photo as the denoiser sees it.
         examples: conditions per week-2 technique (``img2img`` prompt, ``anagram`` pairs with their view,
-            ``hybrid`` pairs as (low frequencies, high frequencies)).
+            ``hybrid`` pairs as (low frequencies, high frequencies)); for the Stable Diffusion week the models it
+            compares (``sd_models``), its prompts (``sd_prompts``: name → prompt), the ``negative_prompt`` of the
+            negative-prompt study, and ``two_stage``: a (stage I, stage II) pair of model ids or ``None``.
     """
 
     name: str
     denoiser: str
+    text_to_image: str
     device: str
     dtype: str
     prompts: tuple[str, ...]
@@ -53,13 +57,14 @@ class Profile:
         return replace(self, **{k: v for k, v in values.items() if v is not None})
 
 
-MODEL_FIELDS = ("denoiser",)
+MODEL_FIELDS = ("denoiser", "text_to_image")
 """The profile fields that name a model id (checked against the registry before a run starts)."""
 
 PROFILES: dict[str, Profile] = {
     "offline": Profile(
         name="offline",
         denoiser="course/digits-ddpm",
+        text_to_image="course/shapes-sd",
         device="cpu",
         dtype="float32",
         prompts=("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"),
@@ -70,11 +75,20 @@ PROFILES: dict[str, Profile] = {
             "img2img": "8",
             "anagram": [["6", "9", "rot180"], ["2", "5", "flip_horizontal"]],
             "hybrid": [["9", "0"], ["8", "4"]],
+            "sd_models": ["course/shapes-sd"],
+            "sd_prompts": {
+                "scene": "a large red circle left of a small blue square on a grey background",
+                "object": "a small yellow triangle at the top on a black background",
+                "open": "a large plus in the centre on a beige background",
+            },
+            "negative_prompt": "white",
+            "two_stage": None,
         },
     ),
     "gpu": Profile(
         name="gpu",
         denoiser="DeepFloyd/IF-I-XL-v1.0",
+        text_to_image="stabilityai/stable-diffusion-2-1",
         device="cuda",
         dtype="float16",
         prompts=("an oil painting of a snowy mountain village", "a man wearing a hat", "a rocket ship"),
@@ -87,6 +101,21 @@ PROFILES: dict[str, Profile] = {
                 ["an oil painting of an old man", "an oil painting of people around a campfire", "flip_vertical"]
             ],
             "hybrid": [["a lithograph of a skull", "a lithograph of waterfalls"]],
+            "sd_models": [
+                "stabilityai/stable-diffusion-2-1",
+                "stabilityai/stable-diffusion-xl-base-1.0",
+                "stabilityai/sd-turbo",
+                "stabilityai/sdxl-turbo",
+                "stabilityai/stable-diffusion-3.5-medium",
+                "stabilityai/stable-diffusion-3.5-large-turbo",
+            ],
+            "sd_prompts": {
+                "scene": "Fruit Salad with Fennel, Watercress, and Smoked Salt",
+                "object": "Tuscan Porterhouse Steak with Red Wine-Peppercorn Jus",
+                "open": "Almond Horchata",
+            },
+            "negative_prompt": "blurry,unrealistic,low resolution, overexposed, unnatural colors",
+            "two_stage": ["DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-II-L-v1.0"],
         },
     ),
 }

@@ -1,9 +1,9 @@
 """Tests for ``python -m course_utils.grade``: otter assign the weeks' assignments, then grade notebooks with them.
 
-otter runs cost kernel start-ups, so one ``assign`` of both weeks and one ``grade`` per week (several
-submissions each, the two weeks' runs at the same time) are module-scoped fixtures shared by most tests.
-Week 1 is tested in depth (partial answers, broken and slow submissions, refused solutions); week 2 shares
-the checks every assignment must pass (student notebook, autograder zip, full and less than full marks).
+otter runs cost kernel start-ups, so one ``assign`` of every week and one ``grade`` per week (several
+submissions each, the weeks' runs at the same time) are module-scoped fixtures shared by most tests.
+Week 1 is tested in depth (partial answers, broken and slow submissions, refused solutions); the other weeks
+share the checks every assignment must pass (student notebook, autograder zip, full and less than full marks).
 """
 
 from __future__ import annotations
@@ -86,6 +86,22 @@ WEEKS = {
             "test_q5_hybrid_loop",
         ),
     ),
+    "03": Week(
+        folder="03_stable_diffusion",
+        notebook="stable_diffusion.ipynb",
+        questions={"q1": 4, "q2": 3, "q3": 3},
+        answers={"q1": "def guided_eps(", "q2": "def swap_scheduler(", "q3": "def to_latents("},
+        public=tuple(f"test_{q}_matches_package" for q in ("q1", "q2", "q3")),
+        hidden=(
+            "test_q1_edge_cases",
+            "test_q1_runs_the_unet_once",
+            "test_q1_sampling_loop_matches_pipeline",
+            "test_q2_every_valid_scheduler",
+            "test_q2_rejects_what_the_family_cannot_use",
+            "test_q3_shapes_and_scaling",
+            "test_q3_keeps_no_gradients",
+        ),
+    ),
 }
 VALID_WEEKS = ", ".join(WEEKS)
 # week 1, which the in-depth tests use
@@ -142,7 +158,7 @@ def answer_cell(nb: nbformat.NotebookNode, signature: str) -> nbformat.NotebookN
 
 @pytest.fixture(scope="module")
 def assigned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Both weeks built into one dist folder, by one ``assign`` run per week at the same time."""
+    """Every week built into one dist folder, by one ``assign`` run per week at the same time."""
     out = tmp_path_factory.mktemp("dist")
     results = grade_clis({w: ["assign", "--weeks", w, "--out", out] for w in WEEKS})
     for code, output in results.values():
@@ -169,26 +185,28 @@ def _week1_submissions(assigned: dict[str, Any], subs: Path) -> None:
 
 @pytest.fixture(scope="module")
 def graded_weeks(assigned: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """Grade both weeks at once: week 1's submissions from a dist holding only week 1 (so no ``--week``),
-    week 2's solution and untouched student notebook from the shared dist with ``--week 02``."""
+    """Grade every week at once: week 1's submissions from a dist holding only week 1 (so no ``--week``), each
+    other week's solution and untouched student notebook from the shared dist with ``--week NN``."""
     subs1 = tmp_path_factory.mktemp("submissions")
     _week1_submissions(assigned, subs1)
     dist1 = tmp_path_factory.mktemp("dist1")
     shutil.copytree(assigned["week"], dist1 / WEEK)
 
-    week2 = WEEKS["02"]
-    subs2 = tmp_path_factory.mktemp("submissions2")
-    shutil.copy(assigned["weeks"]["02"] / "autograder" / week2.notebook, subs2 / "solution.ipynb")
-    (subs2 / "bob").mkdir()
-    shutil.copy(assigned["weeks"]["02"] / "student" / week2.notebook, subs2 / "bob" / "untouched.ipynb")
-
-    outs = {"01": tmp_path_factory.mktemp("grades"), "02": tmp_path_factory.mktemp("grades2")}
-    results = grade_clis(
-        {
-            "01": ["grade", subs1, "--dist", dist1, "--out", outs["01"], "--jobs", "4"],  # no --week: the only one
-            "02": ["grade", subs2, "--dist", assigned["dist"], "--week", "02", "--out", outs["02"], "--jobs", "2"],
-        }
-    )
+    outs = {"01": tmp_path_factory.mktemp("grades")}
+    runs: dict[str, list[str | Path]] = {
+        "01": ["grade", subs1, "--dist", dist1, "--out", outs["01"], "--jobs", "4"],  # no --week: the only one
+    }
+    for week_id, spec in WEEKS.items():
+        if week_id == "01":
+            continue
+        subs = tmp_path_factory.mktemp(f"submissions{week_id}")
+        shutil.copy(assigned["weeks"][week_id] / "autograder" / spec.notebook, subs / "solution.ipynb")
+        (subs / "bob").mkdir()
+        shutil.copy(assigned["weeks"][week_id] / "student" / spec.notebook, subs / "bob" / "untouched.ipynb")
+        outs[week_id] = tmp_path_factory.mktemp(f"grades{week_id}")
+        runs[week_id] = ["grade", subs, "--dist", assigned["dist"], "--week", week_id, "--out", outs[week_id]]
+        runs[week_id] += ["--jobs", "2"]
+    results = grade_clis(runs)
     graded = {}
     for week, (code, output) in results.items():
         assert code == 0, output

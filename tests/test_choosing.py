@@ -13,7 +13,9 @@ from course_utils.runtime import make_generator, resolve_device, resolve_dtype
 
 def test_profiles_name_models_the_registry_knows():
     for profile in PROFILES.values():
-        assert profile.denoiser in MODELS
+        assert profile.denoiser in MODELS and profile.text_to_image in MODELS
+        assert set(profile.examples["sd_models"]) <= set(MODELS)
+        assert profile.examples["two_stage"] is None or set(profile.examples["two_stage"]) <= set(MODELS)
 
 
 def test_unknown_profile_names_the_valid_ones():
