@@ -365,9 +365,9 @@ def check_prompt(settings: GenerationSettings, prompt: str | None, *, kind: str 
     if not isinstance(prompt, str):
         raise CourseError(f"{kind} must be a string, got {type(prompt).__name__}")
     if settings.family == "course-sd":
-        from course_utils.models.shapes_clip import CAPTION_WORDS, MAX_LENGTH
+        from course_utils.models.shapes_clip import CAPTION_WORDS, MAX_LENGTH, unknown_words
 
-        unknown = [w for w in prompt.lower().split() if w not in CAPTION_WORDS]
+        unknown = unknown_words(prompt)
         if unknown:
             raise CourseError(
                 f"{kind} {prompt!r} has words {settings.model_id} does not know: {', '.join(map(repr, unknown))};"

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
+from course_utils.denoisers import _from_pretrained
 from course_utils.errors import CourseError
 from course_utils.registry import hf_token, resolve
-from course_utils.runtime import quiet_loading, resolve_device, resolve_dtype
+from course_utils.runtime import resolve_device, resolve_dtype
 from course_utils.studies import Study
 
 __all__ = ["load_two_stage", "two_stage_generate", "two_stage_study"]
@@ -33,13 +34,7 @@ def _load(cls: Any, model_id: str, *, dtype: torch.dtype, **kwargs: Any) -> Any:
     if resolved.family != "if":
         raise CourseError(f"{model_id} is a {resolved.family} model; the two-stage study takes DeepFloyd IF stages")
     token = None if resolved.local else hf_token()
-    try:
-        with quiet_loading():
-            return cls.from_pretrained(resolved.source, dtype=dtype, token=token, **kwargs)
-    except OSError as err:
-        if resolved.local:
-            raise CourseError(f"could not load {resolved.source}: {str(err).splitlines()[0]}") from None
-        raise CourseError(resolved.gone_or_gated_hint()) from None
+    return _from_pretrained(cls, resolved, dtype=dtype, token=token, **kwargs)  # Hub failures: one line
 
 
 def load_two_stage(stage_1: str, stage_2: str, *, device: str = "auto", dtype: str | None = None) -> tuple[Any, Any]:

@@ -79,6 +79,7 @@ __all__ = [
     "build_shapes_clip",
     "build_shapes_processor",
     "build_shapes_tokenizer",
+    "unknown_words",
     "clip_score",
     "contrastive_loss",
     "encode_captions",
@@ -190,12 +191,17 @@ def build_shapes_tokenizer(*, max_length: int = MAX_LENGTH) -> CLIPTokenizer:
     return tokenizer
 
 
-def _check_words(captions: Sequence[str]) -> None:
+def unknown_words(text: str) -> list[str]:
+    """The words of ``text`` outside :data:`CAPTION_WORDS` (case-insensitive), in order."""
     known = set(CAPTION_WORDS)
+    return [w for w in text.lower().split() if w not in known]
+
+
+def _check_words(captions: Sequence[str]) -> None:
     for text in captions:
         if not isinstance(text, str):
             raise CourseError(f"captions must be strings, got {type(text).__name__} {text!r}")
-        unknown = [w for w in text.lower().split() if w not in known]
+        unknown = unknown_words(text)
         if unknown:
             raise CourseError(
                 f"caption {text!r} has words the shapes CLIP does not know: {', '.join(map(repr, unknown))};"
