@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+COURSE := $(VENV)/bin/diffusion-course
 STAMP := $(VENV)/.installed
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
 # make run ARGS="--weeks 01 --profile offline -p seed=1"
@@ -21,7 +22,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(PY) -m course_utils.run $(ARGS)
+	$(COURSE) run $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q tests weeks $(NBVAL)
@@ -37,16 +38,16 @@ notebooks: setup
 	done
 
 models: setup
-	$(PY) -m course_utils.models.build $(ARGS)
+	$(COURSE) models $(ARGS)
 
 assignments: setup
-	$(PY) -m course_utils.grade assign $(ARGS)
+	$(COURSE) assign $(ARGS)
 
 grade: setup
-	$(PY) -m course_utils.grade grade $(SUBMISSIONS) $(ARGS)
+	$(COURSE) grade $(SUBMISSIONS) $(ARGS)
 
 bench: setup
-	$(PY) -m benchmarks $(ARGS)
+	$(COURSE) bench $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -15,9 +15,9 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from course_utils.denoisers import load_denoiser
-from course_utils.diffusion import ddim_sample, ddpm_sample
 from course_utils.errors import ArgumentParser, main_guard
-from course_utils.schedules import NoiseSchedule
+from course_utils.sampling.diffusion import ddim_sample, ddpm_sample
+from course_utils.sampling.schedules import NoiseSchedule
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -39,8 +39,8 @@ def _diffusers_loop(scheduler, den, x, cond) -> torch.Tensor:
 
 
 @main_guard
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, *, prog: str = "python -m benchmarks") -> int:
+    parser = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)

@@ -1,14 +1,17 @@
 """diffusion-course: the importable package behind the course notebooks.
 
-Floors (nothing imports a floor above it):
-    faces      ``run`` (papermill runner), ``grade`` (otter assignments), ``generate`` (text to image),
-               command-line modules
-    choosing   ``profiles`` (offline | gpu), ``registry`` (model ids, mirrors, tokens), ``sd_support`` (scheduler ×
-               model matrix, per-model defaults), ``sd_memory`` (memory plans for small GPUs)
-    algorithms ``schedules``, ``diffusion`` (forward process, DDPM/DDIM loops), ``guidance`` (CFG, anagrams,
-               hybrids), ``editing`` (SDEdit, inpainting), ``views``, ``masks``
-    things     ``denoisers``, ``models``, ``data``, ``shapes`` (the captioned shapes world)
-beside them ``metrics``, ``studies``, ``plotting``, ``runtime``, ``images``, ``training``.
+Wings (one subpackage per topic; each ``__init__`` says what it holds and what it may import):
+    ``sampling``  schedules, forward process, DDPM/DDIM loops, guidance, editing, masks, views (algorithms)
+    ``sd``        the Stable Diffusion family: support matrix, memory plans, pipelines, sweeps, two stages, panels
+    ``models``    the course's own models and their builders (``make models``)
+    ``data``      digits, photos, the shapes world, image operations
+    ``training``  the one training loop
+    ``course``    profiles, registry, paths, the papermill runner, the otter grader, the ``diffusion-course`` command
+Shared by all: ``errors``, ``runtime``, ``metrics``, ``plotting``, ``studies``, ``denoisers``.
+
+Floors (nothing imports a floor above it): faces (notebooks, the command line) → choosing (``course.profiles``,
+``course.registry``, ``sd.support``, ``sd.memory``) → algorithms (``sampling``) → things (``models``, ``data``).
+``tests/test_floors.py`` reads every import and holds them.
 
 Notation is the papers'; see ``GLOSSARY.md`` beside this file.
 """

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
+from course_utils.course.registry import ResolvedModel, hf_token, resolve
 from course_utils.errors import CourseError
 from course_utils.models.digits import NULL_CLASS, NUM_CLASSES
-from course_utils.registry import ResolvedModel, hf_token, resolve
 from course_utils.runtime import quiet_loading, resolve_device, resolve_dtype
-from course_utils.schedules import NoiseSchedule
+from course_utils.sampling.schedules import NoiseSchedule
 
 __all__ = ["DENOISER_FAMILIES", "Denoiser", "DigitsDenoiser", "IFDenoiser", "load_denoiser"]
 
@@ -136,7 +136,7 @@ DENOISER_FAMILIES = {"course-digits": DigitsDenoiser, "if": IFDenoiser}
 
 
 def load_denoiser(model_id: str, *, device: str = "auto", dtype: str = "float32") -> Denoiser:
-    """Load a pixel-space denoiser by id (see :mod:`course_utils.registry`) with ``from_pretrained``.
+    """Load a pixel-space denoiser by id (see :mod:`course_utils.course.registry`) with ``from_pretrained``.
 
     Args:
         model_id: ``course/digits-ddpm``, ``DeepFloyd/IF-I-XL-v1.0``, or a local pipeline folder.

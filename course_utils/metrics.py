@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from course_utils.data import load_digits_split
+from course_utils.data.digits import load_digits_split
 from course_utils.errors import CourseError
 
 __all__ = [

@@ -12,9 +12,9 @@ from typing import Any
 import matplotlib.pyplot as plt
 import torch
 
-from course_utils.diffusion import DiffusionStep
+from course_utils.data.images import to_numpy_image
 from course_utils.errors import CourseError
-from course_utils.images import to_numpy_image
+from course_utils.sampling.diffusion import DiffusionStep
 
 __all__ = ["DrawingPad", "image_grid", "measured_curves", "schedule_curves", "trajectory_grid"]
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from course_utils.diffusion import UPDATE_RULES, ddim_sample, ddpm_sample, strided_timesteps
-from course_utils.editing import check_i_start, inpaint, sdedit, text_guided_sdedit
 from course_utils.errors import CourseError, check_choice
-from course_utils.guidance import hybrid, low_pass, visual_anagram
 from course_utils.metrics import classifier_for, diversity, psnr_per_image
-from course_utils.views import get_view
+from course_utils.sampling.diffusion import UPDATE_RULES, ddim_sample, ddpm_sample, strided_timesteps
+from course_utils.sampling.editing import check_i_start, inpaint, sdedit, text_guided_sdedit
+from course_utils.sampling.guidance import hybrid, low_pass, visual_anagram
+from course_utils.sampling.views import get_view
 
 __all__ = ["STUDIES", "Study", "run_study"]
 

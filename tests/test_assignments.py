@@ -1,4 +1,5 @@
-"""Tests for ``python -m course_utils.grade``: otter assign the weeks' assignments, then grade notebooks with them.
+"""Tests for ``diffusion-course assign`` / ``grade`` (``course_utils.course.grade``): otter assign the weeks'
+assignments, then grade notebooks with them.
 
 otter runs cost kernel start-ups, so one ``assign`` of every week and one ``grade`` per week (several
 submissions each, the weeks' runs at the same time) are module-scoped fixtures shared by most tests.
@@ -117,7 +118,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _cli(*args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "course_utils.grade", *map(str, args)]
+    return [sys.executable, "-m", "course_utils.course.grade", *map(str, args)]
 
 
 def grade_cli(*args: str | Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:

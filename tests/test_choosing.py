@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
+from course_utils.course.profiles import PROFILES, get_profile
+from course_utils.course.registry import MODELS, hf_token, resolve
 from course_utils.errors import CourseError
-from course_utils.profiles import PROFILES, get_profile
-from course_utils.registry import MODELS, hf_token, resolve
 from course_utils.runtime import make_generator, resolve_device, resolve_dtype
 
 
@@ -42,7 +42,7 @@ def test_gated_models_say_what_to_do():
 
 
 def test_course_model_resolves_to_a_local_folder_or_says_make_models(tmp_path, monkeypatch):
-    import course_utils.registry as registry
+    import course_utils.course.registry as registry
 
     monkeypatch.setattr(registry, "MODELS_DIR", tmp_path)
     with pytest.raises(CourseError, match="missing at .*run `make models`"):

@@ -10,7 +10,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
-from course_utils.diffusion import (
+from course_utils.errors import CourseError
+from course_utils.sampling.diffusion import (
     ddim_sample,
     ddim_step,
     ddpm_sample,
@@ -21,8 +22,7 @@ from course_utils.diffusion import (
     q_sample,
     strided_timesteps,
 )
-from course_utils.errors import CourseError
-from course_utils.schedules import NoiseSchedule
+from course_utils.sampling.schedules import NoiseSchedule
 
 PARITY_TOL = 1e-5
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from diffusers import DDPMPipeline, DiffusionPipeline, UNet2DModel
 
+from course_utils.course.paths import MODELS_DIR
 from course_utils.denoisers import DigitsDenoiser, load_denoiser
-from course_utils.diffusion import ddim_sample, strided_timesteps
 from course_utils.errors import CourseError
 from course_utils.metrics import agreement
-from course_utils.paths import MODELS_DIR
+from course_utils.sampling.diffusion import ddim_sample, strided_timesteps
 
 
 @pytest.fixture(scope="module")

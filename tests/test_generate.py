@@ -1,4 +1,4 @@
-"""``python -m course_utils.generate`` end to end, offline, on tiny random-weight SD 2.x, SDXL, SD3 and course
+"""``python -m course_utils.sd.generate`` end to end, offline, on tiny random-weight SD 2.x, SDXL, SD3 and course
 pipelines: PNG + sidecar per image, the same seed gives the same bytes, the token is never written, every mistake
 is one line with exit code 2 before any weight loads, and the Python API loads a pipeline once."""
 
@@ -16,11 +16,12 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from course_utils import registry
+from course_utils.course import registry
+from course_utils.course.paths import ROOT
 from course_utils.errors import CourseError
-from course_utils.generate import GenerateRequest, generate, load_pipeline, main
-from course_utils.paths import ROOT
-from course_utils.sd_support import SCHEDULERS
+from course_utils.sd.generate import main
+from course_utils.sd.pipeline import GenerateRequest, generate, load_pipeline
+from course_utils.sd.support import SCHEDULERS
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
@@ -261,7 +262,7 @@ def test_python_api_loads_once_and_swaps_schedulers(folders, loads, tmp_path, ca
 def subprocess_run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
     env.pop("HF_TOKEN", None)
-    command = [sys.executable, "-m", "course_utils.generate", *args, "--token", TOKEN]
+    command = [sys.executable, "-m", "course_utils.sd.generate", *args, "--token", TOKEN]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from course_utils.course.paths import WEEKS_DIR
 from course_utils.denoisers import IFDenoiser, load_denoiser
-from course_utils.diffusion import ddim_sample, ddpm_sample, strided_timesteps
 from course_utils.errors import CourseError
-from course_utils.paths import WEEKS_DIR
+from course_utils.sampling.diffusion import ddim_sample, ddpm_sample, strided_timesteps
 
 PROMPTS = ["a rocket ship", "a man wearing a hat"]
 NUM_STEPS = 5  # strided timesteps 800, 600, …, 0: enough to chain steps, cheap on a loaded CPU
@@ -84,7 +84,7 @@ def test_load_denoiser_gives_an_if_denoiser_with_the_schedulers_alpha_bar(den: I
     assert den.schedule.clip_x0 == 1.0  # IF's dynamic thresholding replaced by clipping x̂₀ to [-1, 1]
     torch.testing.assert_close(den.schedule.alphas_cumprod, den.pipeline.scheduler.alphas_cumprod, rtol=0, atol=0)
     assert den.pipeline.scheduler.config.beta_schedule == "squaredcos_cap_v2"
-    from course_utils.schedules import NoiseSchedule
+    from course_utils.sampling.schedules import NoiseSchedule
 
     cosine = NoiseSchedule.from_name("cosine").alphas_cumprod  # the course's own cosine ᾱ matches IF's
     torch.testing.assert_close(den.schedule.alphas_cumprod, cosine)
@@ -239,7 +239,7 @@ def _run_on_if(notebook: Path, parameters: dict, tmp_path: Path):
     import nbformat
     import papermill
 
-    from course_utils.run import RunnerKernelManager  # this interpreter, MPLBACKEND=Agg (as `make run`)
+    from course_utils.course.run import RunnerKernelManager  # this interpreter, MPLBACKEND=Agg (as `make run`)
 
     output = tmp_path / notebook.name
     papermill.execute_notebook(
@@ -268,7 +268,7 @@ def test_week1_notebook_runs_on_the_if_code_path(tiny_if_path: Path, tmp_path: P
     parameters = {"denoiser": str(tiny_if_path), "samples_per_prompt": 1, "num_strided_steps": 10, "i_start": 3}
     text, images = _run_on_if(notebook, parameters, tmp_path)
     assert f"profile gpu: {tiny_if_path} denoises images of shape (3, 16, 16)" in text
-    assert "== course_utils.diffusion.ddpm_step" in text  # the hand-written step matched the package on IF
+    assert "== course_utils.sampling.diffusion.ddpm_step" in text  # the hand-written step matched the package on IF
     assert len(images) >= 5  # schedule, forward process ×2, blur, one-step, trajectory, comparison, samples
 
 
@@ -286,7 +286,7 @@ def test_week2_notebook_runs_on_the_if_code_path(tiny_if_path: Path, tmp_path: P
     text, images = _run_on_if(notebook, parameters, tmp_path)
     assert f"profile gpu: {tiny_if_path}, images of shape (3, 16, 16)" in text
     for technique in ("classifier_free_guidance", "anagram_combine", "hybrid_combine"):
-        assert f"== course_utils.guidance.{technique}" in text
+        assert f"== course_utils.sampling.guidance.{technique}" in text
     assert "known_region_max_error" in text and "adherence" not in text  # no digit classifier for IF
     assert len(images) >= 8  # a grid per study, curves where something was measured
 

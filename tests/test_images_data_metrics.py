@@ -7,13 +7,14 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from course_utils.data import example_image, load_digits_split, load_photo
-from course_utils.diffusion import DiffusionStep
+from course_utils.data.digits import load_digits_split
+from course_utils.data.images import gaussian_blur, gaussian_kernel
+from course_utils.data.photos import example_image, load_photo
 from course_utils.errors import CourseError
-from course_utils.images import gaussian_blur, gaussian_kernel
 from course_utils.metrics import agreement, digit_classifier, psnr
 from course_utils.plotting import image_grid, schedule_curves, trajectory_grid
-from course_utils.schedules import NoiseSchedule
+from course_utils.sampling.diffusion import DiffusionStep
+from course_utils.sampling.schedules import NoiseSchedule
 
 
 def test_digits_split_is_stratified_scaled_and_reproducible():
@@ -71,7 +72,7 @@ def test_plots_are_labeled():
 
 
 def test_example_label_and_classifier_follow_the_model_kind():
-    from course_utils.data import example_label
+    from course_utils.data.photos import example_label
     from course_utils.metrics import classifier_for
 
     split = load_digits_split()
@@ -87,7 +88,7 @@ def test_example_label_and_classifier_follow_the_model_kind():
 
 
 def test_select_weeks_normalises_ids_and_names_the_valid_ones():
-    from course_utils.paths import select_weeks
+    from course_utils.course.paths import select_weeks
 
     assert select_weeks(None, ["01", "02"]) == ["01", "02"]
     assert select_weeks(["2", " 01"], ["01", "02"]) == ["02", "01"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from course_utils import registry
+from course_utils.course import registry
 from course_utils.errors import CourseError
-from course_utils.generate import load_pipeline
-from course_utils.panels import GenerationPanel
-from course_utils.sd_support import check_request
+from course_utils.sd.panels import GenerationPanel
+from course_utils.sd.pipeline import load_pipeline
+from course_utils.sd.support import check_request
 
 PROMPT = "a large red circle left of a small blue square on a grey background"
 

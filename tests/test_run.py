@@ -1,4 +1,4 @@
-"""Tests for ``python -m course_utils.run``: tiny notebooks built here, run on real kernels.
+"""Tests for ``python -m course_utils.course.run``: tiny notebooks built here, run on real kernels.
 
 Kernel start-ups are the cost, so each execution is a module-scoped fixture shared by several tests.
 """
@@ -17,7 +17,7 @@ import pytest
 import torch
 import zmq
 
-from course_utils import run
+from course_utils.course import run
 from course_utils.errors import CourseError
 
 pytestmark = pytest.mark.slow  # starts kernels
@@ -40,7 +40,7 @@ def write_notebook(path: Path, *cells: str, parameters: str | None = PARAMETERS)
 
 
 def runner(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "course_utils.run", *map(str, args)]
+    cmd = [sys.executable, "-m", "course_utils.course.run", *map(str, args)]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
@@ -255,7 +255,7 @@ def test_missing_cuda_is_one_line_and_exit_2(weeks: Path, tmp_path: Path, args: 
 def test_missing_model_files_are_one_line_and_exit_2(weeks: Path, tmp_path: Path) -> None:
     """A course model that was never built is refused before any kernel starts, with the command that builds it."""
     empty = tmp_path / "empty-root"
-    cmd = [sys.executable, "-m", "course_utils.run", "--weeks-dir", str(weeks), "--out", str(tmp_path / "o")]
+    cmd = [sys.executable, "-m", "course_utils.course.run", "--weeks-dir", str(weeks), "--out", str(tmp_path / "o")]
     env = {**os.environ, "COURSE_ROOT": str(empty)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

@@ -5,7 +5,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from course_utils.errors import CourseError
-from course_utils.schedules import NoiseSchedule, alphas_cumprod, make_betas
+from course_utils.sampling.schedules import NoiseSchedule, alphas_cumprod, make_betas
 
 
 @pytest.mark.parametrize(

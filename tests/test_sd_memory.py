@@ -1,4 +1,4 @@
-"""Memory plans for small GPUs (course_utils.sd_memory): what each seed model gets on a 15 GB T4 and on bigger GPUs,
+"""Memory plans for small GPUs (course_utils.sd.memory): what each seed model gets on a 15 GB T4 and on bigger GPUs,
 the command line's overrides and their refusals, and applying a plan to a tiny pipeline on the CPU."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from diffusers.models.attention_processor import SlicedAttnProcessor
 from tiny_pipelines import build_tiny_sd, build_tiny_sd3
 
 from course_utils.errors import CourseError
-from course_utils.sd_memory import (
+from course_utils.sd.memory import (
     FOOTPRINTS,
     MemoryPlan,
     apply_memory_plan,
@@ -19,7 +19,7 @@ from course_utils.sd_memory import (
     override_plan,
     plan_memory,
 )
-from course_utils.sd_support import check_request
+from course_utils.sd.support import check_request
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 

@@ -1,4 +1,4 @@
-"""The scheduler × model support matrix, per-model defaults and request checks (course_utils.sd_support): every
+"""The scheduler × model support matrix, per-model defaults and request checks (course_utils.sd.support): every
 refusal is one line and needs no weights; local folders' size factors come from their configs."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
 from tiny_pipelines import build_tiny_sd, build_tiny_sd3, build_tiny_sdxl
 
-from course_utils import registry
+from course_utils.course import registry
 from course_utils.errors import CourseError
-from course_utils.sd_support import (
+from course_utils.sd.support import (
     MODEL_DEFAULTS,
     SCHEDULERS,
     build_scheduler,

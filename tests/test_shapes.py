@@ -8,8 +8,7 @@ import pytest
 import torch
 from skimage.measure import label
 
-from course_utils.errors import CourseError
-from course_utils.shapes import (
+from course_utils.data.shapes import (
     ATTRIBUTES,
     BACKGROUND_RGB,
     COLOUR_RGB,
@@ -35,6 +34,7 @@ from course_utils.shapes import (
     split_dataset,
     to_tensor,
 )
+from course_utils.errors import CourseError
 
 MAX_JITTER = Jitter(offset=0.02, scale=0.08, rotation=12.0, shade=24, background_shade=15)
 

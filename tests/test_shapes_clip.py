@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor, CLIPTextModel, CLIPTokenizer
 
-from course_utils import shapes
+from course_utils.data import shapes
 from course_utils.errors import CourseError
 from course_utils.models.shapes_clip import (
     CAPTION_WORDS,
@@ -29,7 +29,7 @@ from course_utils.models.shapes_clip import (
     save_shapes_clip,
     train_shapes_clip,
 )
-from course_utils.training import TrainConfig
+from course_utils.training.loop import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from course_utils.course.paths import MODELS_DIR
+from course_utils.data.shapes import POSITIONS, Scene, ShapeSpec, caption, make_dataset, to_tensor
 from course_utils.errors import CourseError
 from course_utils.models.shapes_judge import (
     ShapesJudge,
@@ -14,9 +16,7 @@ from course_utils.models.shapes_judge import (
     slot_targets,
     train_shapes_judge,
 )
-from course_utils.paths import MODELS_DIR
-from course_utils.shapes import POSITIONS, Scene, ShapeSpec, caption, make_dataset, to_tensor
-from course_utils.training import TrainConfig
+from course_utils.training.loop import TrainConfig
 
 RED_CIRCLE_LEFT = Scene((ShapeSpec("circle", "red", "small", "left"),), "grey")
 PAIR = Scene.pair(ShapeSpec("square", "blue", "large"), ShapeSpec("plus", "yellow", "small"), relation="above")

@@ -19,6 +19,8 @@ from diffusers import (
     StableDiffusionPipeline,
 )
 
+from course_utils.course.paths import MODELS_DIR
+from course_utils.data.shapes import attributes, make_dataset, prompt_attributes, to_tensor
 from course_utils.errors import CourseError
 from course_utils.models.shapes_card import generate
 from course_utils.models.shapes_sd import (
@@ -31,8 +33,6 @@ from course_utils.models.shapes_sd import (
     train_shapes_unet,
     training_prompts,
 )
-from course_utils.paths import MODELS_DIR
-from course_utils.shapes import attributes, make_dataset, prompt_attributes, to_tensor
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 
@@ -129,7 +129,7 @@ def test_img2img_and_inpainting_pipelines_take_the_same_components(pipe):
 
 
 def test_training_lowers_the_loss_reproducibly(pipe):
-    from course_utils.training import TrainConfig
+    from course_utils.training.loop import TrainConfig
 
     scenes = make_dataset(64, seed=2).scenes
     latents = torch.randn(64, 4, 8, 8, generator=torch.Generator().manual_seed(0))

@@ -4,6 +4,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKL
 
+from course_utils.data.shapes import make_dataset, split_dataset, to_tensor
 from course_utils.errors import CourseError
 from course_utils.models.shapes_vae import (
     VAEConfig,
@@ -17,8 +18,7 @@ from course_utils.models.shapes_vae import (
     save_shapes_vae,
     train_shapes_vae,
 )
-from course_utils.shapes import make_dataset, split_dataset, to_tensor
-from course_utils.training import TrainConfig
+from course_utils.training.loop import TrainConfig
 
 TINY = VAEConfig(block_out_channels=(8, 16, 16), norm_num_groups=4)  # same shapes as the default, ~60 k parameters
 TINY_TRAIN = TrainConfig(steps=40, batch_size=8, lr=3e-3, warmup_steps=5, ema_decay=0.8, seed=0)

@@ -1,4 +1,4 @@
-"""``python -m course_utils.sweep``: one setting varies, the rest fixed and seeded; a labelled grid, per-image and
+"""``python -m course_utils.sd.sweep``: one setting varies, the rest fixed and seeded; a labelled grid, per-image and
 per-value CSVs; CLIP score (and adherence on the course's model); every value checked before anything loads."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import pytest
 import torch
 from diffusers import DiffusionPipeline
 
-from course_utils import registry
+from course_utils.course import registry
+from course_utils.course.paths import MODELS_DIR
 from course_utils.errors import CourseError
-from course_utils.paths import MODELS_DIR
-from course_utils.sweep import main, run_sweep, save_sweep
+from course_utils.sd.sweep import main
+from course_utils.sd.sweep_study import run_sweep, save_sweep
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 

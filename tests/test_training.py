@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from course_utils.errors import CourseError
-from course_utils.schedules import NoiseSchedule
-from course_utils.training import TrainConfig, train_denoiser
+from course_utils.sampling.schedules import NoiseSchedule
+from course_utils.training.loop import TrainConfig, train_denoiser
 
 
 class TinyEps(torch.nn.Module):

@@ -6,9 +6,9 @@ import pytest
 import torch
 from tiny_pipelines import IF_SAMPLE_SIZE, build_tiny_if_upscaler
 
+from course_utils.course.paths import MODELS_DIR
 from course_utils.errors import CourseError
-from course_utils.paths import MODELS_DIR
-from course_utils.two_stage import load_two_stage, two_stage_generate, two_stage_study
+from course_utils.sd.two_stage import load_two_stage, two_stage_generate, two_stage_study
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.one_thread
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from course_utils.denoisers import load_denoiser
-from course_utils.diffusion import ddpm_sample, strided_timesteps
-from course_utils.editing import inpaint, sdedit, text_guided_sdedit
 from course_utils.errors import CourseError
-from course_utils.guidance import (
+from course_utils.metrics import diversity, psnr_per_image
+from course_utils.sampling.diffusion import ddpm_sample, strided_timesteps
+from course_utils.sampling.editing import inpaint, sdedit, text_guided_sdedit
+from course_utils.sampling.guidance import (
     anagram_combine,
     classifier_free_guidance,
     high_pass,
@@ -21,11 +22,10 @@ from course_utils.guidance import (
     low_pass,
     visual_anagram,
 )
-from course_utils.masks import box_mask, check_mask, circle_mask, mask_from_image
-from course_utils.metrics import diversity, psnr_per_image
-from course_utils.schedules import NoiseSchedule
+from course_utils.sampling.masks import box_mask, check_mask, circle_mask, mask_from_image
+from course_utils.sampling.schedules import NoiseSchedule
+from course_utils.sampling.views import VIEWS, get_view
 from course_utils.studies import STUDIES, run_study
-from course_utils.views import VIEWS, get_view
 
 TIMESTEPS = strided_timesteps(1000, 20)
 

@@ -4,7 +4,7 @@ The ``gpu`` profile loads multi-billion-parameter Hub models (DeepFloyd IF, Stab
 machine can neither download nor run. Their *code paths* are tested instead on pipelines of the same
 classes, with the same kind of configuration, but a few hundred thousand random weights, saved in the
 diffusers folder layout (``model_index.json`` + one sub-folder per component) that
-``DiffusionPipeline.from_pretrained(folder)`` and :func:`course_utils.registry.resolve` read.
+``DiffusionPipeline.from_pretrained(folder)`` and :func:`course_utils.course.registry.resolve` read.
 
 Nothing here touches the network: tokenizers are built from an explicit word list with the
 ``tokenizers`` library, models from explicit configs, and every random draw is seeded, so a builder
@@ -54,7 +54,7 @@ T5_D_MODEL = 32
 IF_SAMPLE_SIZE = 16
 
 PROMPT_WORDS = (
-    # the course's gpu-profile prompts (course_utils.profiles) and the tests' prompts
+    # the course's gpu-profile prompts (course_utils.course.profiles) and the tests' prompts
     "a an of the oil painting snowy mountain village man wearing hat rocket ship high quality photo"
     " dog cat on beach in space with red blue green"
 ).split()
@@ -192,7 +192,7 @@ def build_tiny_if(path: str | Path, *, seed: int = SEED) -> Path:
     Components: :func:`tiny_t5_tokenizer`, :func:`tiny_t5_encoder` (d_model 32, 2 layers),
     :func:`tiny_if_unet` (16×16 pixels), :func:`tiny_if_scheduler`; no safety checker, feature extractor or
     watermarker (``requires_safety_checker=False``). Saved as safetensors; ``model_index.json`` names
-    ``IFPipeline``, so :func:`course_utils.registry.resolve` files the folder under the ``if`` family.
+    ``IFPipeline``, so :func:`course_utils.course.registry.resolve` files the folder under the ``if`` family.
     """
     from diffusers import IFPipeline
 

@@ -1,1 +1,11 @@
-"""The course's own models, built with diffusers and transformers classes and saved in their layouts."""
+"""The course's own models (floor: things) and their builders.
+
+- ``digits``: the class-conditional 8×8 digits DDPM (a diffusers ``UNet2DModel``);
+- ``shapes_clip``, ``shapes_vae``, ``shapes_judge``, ``shapes_sd``: the shapes world's CLIP, autoencoder,
+  attribute judge and miniature Stable Diffusion; ``shapes_card``: the latter's measured model card;
+- ``stages``: each model's training, saving and measuring, as ``make models`` runs them; ``build``: that
+  command line (a face).
+
+Models are saved in diffusers / transformers layout (safetensors) under ``data/models/``. May import ``data``,
+``training``, ``sampling`` and the top-level modules; never ``sd`` or a face.
+"""

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 
+from course_utils.data.shapes import COLOURS, ShapesDataset, caption
 from course_utils.metrics import diversity
 from course_utils.models.shapes_clip import clip_score
 from course_utils.models.shapes_judge import SCORED, ShapesJudge, adherence
-from course_utils.shapes import COLOURS, ShapesDataset, caption
 
 __all__ = ["CardSettings", "generate", "measure", "write_card"]
 

@@ -26,7 +26,7 @@ Everything here is the Hugging Face CLIP stack, built offline and small, so code
   PIL twin ``CLIPImageProcessorPil``, which gives the same numbers on 32×32 inputs.
 - Model (:func:`build_shapes_clip`): ``CLIPModel`` with ViT patches of 4×4 (64 patches + class token) and a
   causal text transformer over the 32 positions; :class:`CLIPConfigSmall` holds the sizes.
-- Training (:func:`train_shapes_clip`) uses the course's one loop, :func:`course_utils.training.fit`.
+- Training (:func:`train_shapes_clip`) uses the course's one loop, :func:`course_utils.training.loop.fit`.
   Duplicate captions: the shapes world has only 720 one-object captions, so a batch of 128 drawn (with
   replacement) from 8,000 images holds about four pairs with the same caption; 99 % of batches hold one. CLIP's
   one-hot targets would push such a caption away from an image it describes exactly; :func:`contrastive_loss`
@@ -57,11 +57,12 @@ import transformers
 from transformers import BatchEncoding, CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from course_utils import metrics, shapes
+from course_utils import metrics
+from course_utils.data import shapes
 from course_utils.errors import CourseError
 from course_utils.metrics import clip_embeddings
 from course_utils.runtime import quiet_loading
-from course_utils.training import TrainConfig, fit
+from course_utils.training.loop import TrainConfig, fit
 
 __all__ = [
     "BOS_TOKEN",
@@ -424,7 +425,7 @@ def train_shapes_clip(
     config: TrainConfig,
     description: str = "shapes CLIP",
 ) -> tuple[CLIPModel, list[float]]:
-    """Train ``model`` on (image, caption) pairs with :func:`course_utils.training.fit`.
+    """Train ``model`` on (image, caption) pairs with :func:`course_utils.training.loop.fit`.
 
     Each step draws ``config.batch_size`` indices with the loop's generator and minimises
     :func:`contrastive_loss` (captions grouped by their text, so duplicates are shared positives).

@@ -6,7 +6,7 @@ A text-to-image model follows its prompt when what it draws has the attributes t
 colour and size, plus the background. Slots, not "first" and "second" object, because a picture of a red circle
 left of a blue square is just as well "a blue square right of a red circle": only where things are is visible.
 
-:func:`adherence` then checks each attribute a prompt names (:func:`course_utils.shapes.prompt_attributes`,
+:func:`adherence` then checks each attribute a prompt names (:func:`course_utils.data.shapes.prompt_attributes`,
 so partial prompts like "a red circle" work):
 
 - ``shape``, ``colour``, ``size``: for one object, read in the slot the judge finds most surely occupied
@@ -37,9 +37,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from course_utils.errors import CourseError
-from course_utils.runtime import quiet_loading
-from course_utils.shapes import (
+from course_utils.data.shapes import (
     BACKGROUNDS,
     COLOURS,
     POSITIONS,
@@ -49,7 +47,9 @@ from course_utils.shapes import (
     prompt_attributes,
     to_tensor,
 )
-from course_utils.training import TrainConfig, fit
+from course_utils.errors import CourseError
+from course_utils.runtime import quiet_loading
+from course_utils.training.loop import TrainConfig, fit
 
 __all__ = [
     "SCORED",
@@ -71,7 +71,7 @@ SCORED = ("shape", "colour", "size", "position", "relation", "background")  # ad
 class ShapesJudge(ModelMixin, ConfigMixin):
     """A four-stage CNN (32 → 16 → 8 → 4 pixels) with one head per slot and attribute, and one for the background.
 
-    Heads: per slot of :data:`course_utils.shapes.POSITIONS`, shape (``none`` or one of ``SHAPES``), colour and
+    Heads: per slot of :data:`course_utils.data.shapes.POSITIONS`, shape (``none`` or one of ``SHAPES``), colour and
     size (read only where the slot is occupied); background.
     """
 
@@ -151,7 +151,7 @@ def _as_tensor(images) -> torch.Tensor:
 def train_shapes_judge(
     judge: ShapesJudge, images: np.ndarray, scenes: Sequence[Scene], *, config: TrainConfig
 ) -> tuple[ShapesJudge, list[float]]:
-    """Train ``judge`` on renders ``uint8 (N, S, S, 3)`` of ``scenes`` with :func:`course_utils.training.fit`
+    """Train ``judge`` on renders ``uint8 (N, S, S, 3)`` of ``scenes`` with :func:`course_utils.training.loop.fit`
     (cross-entropy summed over the heads; colour and size of empty slots ignored)."""
     if len(images) != len(scenes):
         raise CourseError(f"{len(images)} images but {len(scenes)} scenes")

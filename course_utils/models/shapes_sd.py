@@ -41,12 +41,12 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from course_utils.diffusion import q_sample
+from course_utils.data.shapes import OMITTABLE, Scene, caption
 from course_utils.errors import CourseError
 from course_utils.models.shapes_clip import encode_captions
 from course_utils.runtime import quiet_loading
-from course_utils.shapes import OMITTABLE, Scene, caption
-from course_utils.training import TrainConfig, fit
+from course_utils.sampling.diffusion import q_sample
+from course_utils.training.loop import TrainConfig, fit
 
 __all__ = [
     "P_OMIT",
@@ -155,7 +155,7 @@ def training_prompts(
     scenes: Sequence[Scene], generator: torch.Generator, *, p_uncond: float = P_UNCOND, p_omit: float = P_OMIT
 ) -> list[str]:
     """One training prompt per scene: ``""`` with probability ``p_uncond``, else its caption with each of
-    :data:`course_utils.shapes.OMITTABLE` left out with probability ``p_omit`` (draws from ``generator``)."""
+    :data:`course_utils.data.shapes.OMITTABLE` left out with probability ``p_omit`` (draws from ``generator``)."""
     n = len(scenes)
     uncond = torch.rand(n, generator=generator) < p_uncond
     omit = torch.rand(n, len(OMITTABLE), generator=generator) < p_omit
@@ -193,7 +193,7 @@ def train_shapes_unet(
 ) -> tuple[torch.nn.ModuleDict, list[float]]:
     """Train ``unet`` to predict ε on ``latents`` ``(N, 4, 8, 8)`` (scaled, from the VAE) of ``scenes``.
 
-    Each step (with :func:`course_utils.training.fit`): a batch, its prompts (:func:`training_prompts`), their
+    Each step (with :func:`course_utils.training.loop.fit`): a batch, its prompts (:func:`training_prompts`), their
     embeddings ``τ(y)`` from ``text_encoder``, ``t ~ U{0..T-1}``, ``ε ~ N(0, I)``,
     ``z_t = √ᾱ_t z_0 + √(1 − ᾱ_t) ε`` and the loss ``‖ε − ε_θ(z_t, t, τ(y))‖²``, each sample weighted by
     :func:`min_snr_weights` when ``snr_gamma`` is given.

@@ -18,7 +18,7 @@ the call that loads ``stabilityai/sd-vae-ft-mse``. Its ``config.scaling_factor``
 training latents (:func:`latent_scaling_factor`), as Stable Diffusion's 0.18215 is, so that
 :func:`encode` gives latents of roughly unit variance, the scale the noise schedule assumes.
 
-Shapes: images ``(B, 3, 32, 32)`` in ``[-1, 1]`` (:func:`course_utils.shapes.to_tensor`); latents
+Shapes: images ``(B, 3, 32, 32)`` in ``[-1, 1]`` (:func:`course_utils.data.shapes.to_tensor`); latents
 ``(B, 4, 8, 8)``, already multiplied by ``scaling_factor``.
 """
 
@@ -32,7 +32,7 @@ from diffusers import AutoencoderKL
 
 from course_utils.errors import CourseError
 from course_utils.metrics import psnr
-from course_utils.training import TrainConfig, fit
+from course_utils.training.loop import TrainConfig, fit
 
 __all__ = [
     "VAEConfig",
@@ -233,7 +233,7 @@ def train_shapes_vae(
     kl_weight: float = 1e-6,
     description: str = "shapes VAE",
 ) -> tuple[AutoencoderKL, list[float]]:
-    """Train ``vae`` on ``images`` ``(N, 3, 32, 32)`` in ``[-1, 1]`` with :func:`course_utils.training.fit`.
+    """Train ``vae`` on ``images`` ``(N, 3, 32, 32)`` in ``[-1, 1]`` with :func:`course_utils.training.loop.fit`.
 
     Each step draws ``config.batch_size`` images and a posterior sample with fit's seeded generator
     and minimises ``MSE + kl_weight · KL`` (:func:`vae_loss`), so one seed gives the same losses and

@@ -28,9 +28,9 @@ import torch
 from tqdm.auto import tqdm
 
 from course_utils.errors import CourseError, check_choice
-from course_utils.guidance import classifier_free_guidance
 from course_utils.runtime import randn_like
-from course_utils.schedules import NoiseSchedule
+from course_utils.sampling.guidance import classifier_free_guidance
+from course_utils.sampling.schedules import NoiseSchedule
 
 __all__ = [
     "UPDATE_RULES",
@@ -287,7 +287,7 @@ def denoise_steps(
         generator: draws the per-step noise ``z`` when ``noises`` is not given.
         noises: explicit per-step noise tensors, consumed in order where a step needs one.
         after_step: ``after_step(x_prev, t_prev) -> x_prev``, applied to every step's output before the
-            next step (inpainting forces the known region here, see :func:`course_utils.editing.inpaint`).
+            next step (inpainting forces the known region here, see :func:`course_utils.sampling.editing.inpaint`).
         progress: show a tqdm bar.
     """
     check_choice("update rule", update, UPDATE_RULES)

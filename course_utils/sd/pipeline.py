@@ -1,29 +1,21 @@
-"""Text to image with the Stable Diffusion families: ``python -m course_utils.generate``.
+"""Stable Diffusion pipelines, loaded once and sampled many times: the core behind ``diffusion-course generate``,
+the sweeps, the panels and the week-3 notebooks.
 
-    python -m course_utils.generate --prompt "a large red circle left of a small blue square on a grey background"
-    python -m course_utils.generate --prompt "Almond Horchata" --model_id stabilityai/stable-diffusion-2-1 \\
-        --scheduler ddpm --guidance_scale 7.5 --number_inference_steps 50 --output_dir results/sd21
-    python -m course_utils.generate --prompt "Almond Horchata" --model_id stabilityai/stable-diffusion-3.5-medium
+    pipeline = load_pipeline("course/shapes-sd")
+    for w in (1, 3, 7.5):
+        generate(GenerateRequest(prompt=..., guidance_scale=w, scheduler="ddpm"), pipeline=pipeline)
 
-The default model is the course's miniature Stable Diffusion (``course/shapes-sd``, offline, 32×32 shapes); any
-registry id (:data:`course_utils.registry.MODELS`: SD 2.1, SD-Turbo, SDXL, SDXL-Turbo, SD 3.5 Medium and Large
-Turbo) or a local diffusers folder of those classes works the same way. Everything is checked before a weight
-loads (:func:`course_utils.sd_support.check_request`: scheduler × family, steps, guidance, size, prompt words;
-:mod:`course_utils.sd_memory`: the memory plan), and a mistake is one line and exit code 2.
+Everything is checked before a weight loads (:func:`course_utils.sd.support.check_request`: scheduler × family,
+steps, guidance, size, prompt words; :mod:`course_utils.sd.memory`: the memory plan), and a mistake is one
+:class:`course_utils.errors.CourseError` line.
 
 Each image is written as ``<output_dir>/<stem>.png`` with a JSON sidecar ``<stem>.json`` holding every setting,
 the pipeline and scheduler classes that ran, the versions and the wall time. Image ``i`` of a request with seed
 ``s`` is drawn from ``torch.Generator("cpu").manual_seed(s + i)`` on its own, so it is reproduced exactly by
 ``--seed s+i`` alone, and its file name says ``seed<s+i>``.
 
-The Hugging Face token (``--token``, else ``HF_TOKEN`` / a Colab secret / the saved login) is passed to
+The Hugging Face token (``token``, else ``HF_TOKEN`` / a Colab secret / the saved login) is passed to
 ``from_pretrained`` for gated models and nowhere else: never printed, logged or written.
-
-From Python (notebooks, sweeps), load once and generate many times::
-
-    pipeline = load_pipeline("course/shapes-sd")
-    for w in (1, 3, 7.5):
-        generate(GenerateRequest(prompt=..., guidance_scale=w, scheduler="ddpm"), pipeline=pipeline)
 """
 
 from __future__ import annotations
@@ -32,7 +24,6 @@ import json
 import re
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -44,13 +35,12 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 import course_utils
-from course_utils.errors import ArgumentParser, CourseError, main_guard
-from course_utils.registry import hf_token
-from course_utils.runtime import DEVICES, DTYPES, quiet_loading
-from course_utils.sd_memory import CPU_OFFLOADS, MemoryPlan, apply_memory_plan, override_plan, plan_memory
-from course_utils.sd_support import (
+from course_utils.course.registry import hf_token
+from course_utils.errors import CourseError
+from course_utils.runtime import DTYPES, quiet_loading
+from course_utils.sd.memory import MemoryPlan, apply_memory_plan, override_plan, plan_memory
+from course_utils.sd.support import (
     DEFAULT_SCHEDULER,
-    SCHEDULERS,
     GenerationSettings,
     build_scheduler,
     check_prompt,
@@ -66,7 +56,6 @@ __all__ = [
     "generate",
     "image_stem",
     "load_pipeline",
-    "main",
     "prepare_request",
     "sample",
     "set_scheduler",
@@ -78,7 +67,7 @@ DEFAULT_OUTPUT_DIR = Path("outputs/generate")
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """One ``python -m course_utils.generate`` call: ``None`` means the model's default (or the automatic memory
+    """One ``python -m course_utils.sd.generate`` call: ``None`` means the model's default (or the automatic memory
     plan's choice). ``token`` is for loading gated Hub models only; it is left out of ``repr`` and every record."""
 
     prompt: str
@@ -147,7 +136,7 @@ def prepare_request(request: GenerateRequest) -> PreparedRequest:
     """Check everything in ``request`` and choose its memory plan, loading no weights.
 
     Raises:
-        CourseError: one line (see :func:`course_utils.sd_support.check_request`, plus the seed, the device and
+        CourseError: one line (see :func:`course_utils.sd.support.check_request`, plus the seed, the device and
             the memory flags).
     """
     settings, warnings = check_request(
@@ -214,12 +203,12 @@ def load_pipeline(
     """Load ``model_id``'s pipeline once, in ``plan.dtype``, with ``scheduler`` swapped in and ``plan`` applied.
 
     Args:
-        model_id: a registry id or folder (checked by :func:`course_utils.sd_support.check_request`), or settings
+        model_id: a registry id or folder (checked by :func:`course_utils.sd.support.check_request`), or settings
             already checked.
-        scheduler: a short name of :data:`course_utils.sd_support.SCHEDULERS`; ``None``: the model's default.
-        plan: the memory plan; ``None``: :func:`course_utils.sd_memory.plan_memory` on ``device`` at the model's
+        scheduler: a short name of :data:`course_utils.sd.support.SCHEDULERS`; ``None``: the model's default.
+        plan: the memory plan; ``None``: :func:`course_utils.sd.memory.plan_memory` on ``device`` at the model's
             default size.
-        token: for gated Hub models; ``None``: :func:`course_utils.registry.hf_token`. Used for loading only.
+        token: for gated Hub models; ``None``: :func:`course_utils.course.registry.hf_token`. Used for loading only.
     """
     # 1) check before loading
     if isinstance(model_id, GenerationSettings):
@@ -249,7 +238,7 @@ def load_pipeline(
 def set_scheduler(loaded: LoadedPipeline, name: str) -> LoadedPipeline:
     """Swap ``loaded``'s scheduler for ``name`` (built from the model's own scheduler configuration), or restore
     the model's own for ``"default"``. No weights move. The name must suit the family (checked by
-    :func:`course_utils.sd_support.check_request` first)."""
+    :func:`course_utils.sd.support.check_request` first)."""
     if name == loaded.scheduler:
         return loaded
     if name == DEFAULT_SCHEDULER:
@@ -402,73 +391,3 @@ def generate(request: GenerateRequest, *, pipeline: LoadedPipeline | None = None
         print(f"wrote {sidecar}")
         paths.append(png)
     return paths
-
-
-# ---------------------------------------------------------------------------------------------- command line
-
-
-def build_parser() -> ArgumentParser:
-    """The command line's flags (the seed inference script's names, plus sizes, seeds and memory levers)."""
-    parser = ArgumentParser(
-        prog="python -m course_utils.generate",
-        description="Generate images with a Stable Diffusion model (SD 2.x, SDXL, SD 3.5, the course's miniature "
-        "model); write each as PNG with a JSON sidecar of its settings.",
-    )
-    parser.add_argument("--prompt", required=True, help="what to draw")
-    parser.add_argument("--negative_prompt", default=None, help="what to steer away from (needs guidance > 1)")
-    parser.add_argument(
-        "--model_id",
-        default=DEFAULT_MODEL_ID,
-        help=f"a registry id or a local diffusers folder (default {DEFAULT_MODEL_ID})",
-    )
-    parser.add_argument(
-        "--scheduler",
-        default=None,
-        help=f"{', '.join(SCHEDULERS)}; the family decides which work (default: the model's, ddim for the course"
-        f" model, else its own scheduler, also named {DEFAULT_SCHEDULER!r})",
-    )
-    parser.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance (≤ 1: off)")
-    parser.add_argument(
-        "--number_inference_steps",
-        "--num_inference_steps",
-        dest="num_inference_steps",
-        type=int,
-        default=None,
-        metavar="STEPS",
-        help="denoising steps (default: the model's)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="image i is drawn with seed + i (default 0)")
-    parser.add_argument("--num_images", type=int, default=1, help="images to write (default 1)")
-    parser.add_argument("--height", type=int, default=None, help="pixels (default: the model's)")
-    parser.add_argument("--width", type=int, default=None, help="pixels (default: the model's)")
-    parser.add_argument("--output_dir", default=str(DEFAULT_OUTPUT_DIR), help=f"(default {DEFAULT_OUTPUT_DIR})")
-    parser.add_argument(
-        "--token",
-        default=None,
-        help="Hugging Face token for gated models (default: HF_TOKEN, a Colab secret or the saved login); "
-        "used to load, never written anywhere",
-    )
-    memory = parser.add_argument_group("memory (default: chosen from the model and the GPU's memory)")
-    memory.add_argument("--device", choices=DEVICES, default="auto", help="(default auto: CUDA, else MPS, else CPU)")
-    memory.add_argument("--dtype", choices=list(DTYPES), default=None, help="(default: float16 on a GPU, else float32)")
-    memory.add_argument("--attention_slicing", action="store_true", default=None, help="U-Net attention in slices")
-    memory.add_argument("--no-attention_slicing", dest="attention_slicing", action="store_false")
-    memory.add_argument(
-        "--cpu_offload", choices=CPU_OFFLOADS, default=None, help="keep weights in CPU memory: per component or layer"
-    )
-    memory.add_argument("--vae_tiling", action="store_true", default=None, help="decode the image in tiles")
-    memory.add_argument("--no-vae_tiling", dest="vae_tiling", action="store_false")
-    return parser
-
-
-@main_guard
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m course_utils.generate``: parse, :func:`generate`, exit 0 (2 with one line for a mistake)."""
-    args = build_parser().parse_args(argv)
-    request = GenerateRequest(**vars(args))
-    generate(request)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,7 +2,7 @@
 
 Every rule here is a pure function of noise estimates (shape ``(B, C, H, W)``), and the model
 wrappers :func:`visual_anagram` and :func:`hybrid` turn a denoiser into another one that the samplers
-of :mod:`course_utils.diffusion` run unchanged. Both wrappers are *linear* in the model's output, so
+of :mod:`course_utils.sampling.diffusion` run unchanged. Both wrappers are *linear* in the model's output, so
 classifier-free guidance composes with them: guiding the wrapped model equals wrapping guided models.
 
 Papers:
@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
+from course_utils.data.images import gaussian_blur
 from course_utils.errors import CourseError
-from course_utils.images import gaussian_blur
-from course_utils.views import View, get_view
+from course_utils.sampling.views import View, get_view
 
 __all__ = [
     "anagram_combine",

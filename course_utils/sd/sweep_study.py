@@ -1,11 +1,9 @@
-"""Sweeps: vary one generation setting, keep everything else fixed and seeded, measure every image.
-
-    python -m course_utils.sweep --vary guidance_scale --values 1 3 5 7.5 10 15 \\
-        --prompt "a large red circle left of a small blue square on a grey background" --seeds 0 1 2
+"""Sweeps: vary one generation setting with the rest fixed and seeded, measure every image (the core of
+``diffusion-course sweep`` and of week 3's studies).
 
 Settings that can vary (:data:`SETTINGS`): ``scheduler``, ``guidance_scale``, ``num_inference_steps``,
 ``negative_prompt`` (``""`` or ``none`` for no negative prompt) and ``model_id``. Every combination is checked
-against the support matrix (:mod:`course_utils.sd_support`) before any weights load, so a sweep that would fail
+against the support matrix (:mod:`course_utils.sd.support`) before any weights load, so a sweep that would fail
 at its fifth value fails at once, in one line.
 
 Each image is measured with
@@ -33,15 +31,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from course_utils.errors import ArgumentParser, CourseError, check_choice, main_guard
-from course_utils.generate import DEFAULT_MODEL_ID, LoadedPipeline, load_pipeline, sample
-from course_utils.images import from_pil
-from course_utils.paths import MODELS_DIR
+from course_utils.course.paths import MODELS_DIR
+from course_utils.data.images import from_pil
+from course_utils.errors import CourseError, check_choice
 from course_utils.runtime import quiet_loading
-from course_utils.sd_support import GenerationSettings, check_prompt, check_request
+from course_utils.sd.pipeline import DEFAULT_MODEL_ID, LoadedPipeline, load_pipeline, sample
+from course_utils.sd.support import GenerationSettings, check_prompt, check_request
 from course_utils.studies import Study
 
-__all__ = ["SETTINGS", "SweepResult", "combine", "load_clip", "main", "run_sweep", "save_sweep"]
+__all__ = ["SETTINGS", "SweepResult", "combine", "load_clip", "run_sweep", "save_sweep"]
 
 SETTINGS = ("scheduler", "guidance_scale", "num_inference_steps", "negative_prompt", "model_id")
 COURSE_CLIP = "course/shapes-clip"
@@ -141,7 +139,7 @@ def run_sweep(
         prompts, seeds: each value draws ``len(prompts) × len(seeds)`` images; image (prompt, seed) uses
             ``torch.Generator("cpu").manual_seed(seed)`` at every value, so columns differ only by the setting.
         model_id … width: the fixed settings (``None``: the model's default, see
-            :func:`course_utils.sd_support.check_request`).
+            :func:`course_utils.sd.support.check_request`).
         clip_model: ``"auto"`` (the shapes CLIP for the course's model, else ``openai/clip-vit-base-patch32``), an id
             or folder, or ``None`` for no CLIP score.
         judge: score adherence where the model is the course's and the judge exists.
@@ -284,48 +282,3 @@ def save_sweep(result: SweepResult, output_dir: str | Path) -> dict[str, Path]:
         writer.writerow(list(result.study.table))
         writer.writerows(zip(*result.study.table.values(), strict=True))
     return paths
-
-
-@main_guard
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m course_utils.sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--vary", required=True, help=f"the setting that varies: {', '.join(SETTINGS)}")
-    parser.add_argument("--values", required=True, nargs="+", help='its values, e.g. 1 3 7.5, or "" none "blurry"')
-    parser.add_argument("--prompt", required=True, action="append", help="a prompt (repeat for several)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one image per prompt and seed")
-    parser.add_argument("--model_id", default=DEFAULT_MODEL_ID)
-    parser.add_argument("--scheduler")
-    parser.add_argument("--guidance_scale", type=float)
-    parser.add_argument("--number_inference_steps", "--num_inference_steps", dest="num_inference_steps", type=int)
-    parser.add_argument("--negative_prompt")
-    parser.add_argument("--height", type=int)
-    parser.add_argument("--width", type=int)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--clip_model", default="auto", help="auto, none, a Hub id or a folder")
-    parser.add_argument("--output_dir", default="outputs/sweep")
-    args = parser.parse_args(argv)
-    result = run_sweep(
-        setting=args.vary,
-        values=args.values,
-        prompts=args.prompt,
-        seeds=args.seeds,
-        model_id=args.model_id,
-        scheduler=args.scheduler,
-        guidance_scale=args.guidance_scale,
-        num_inference_steps=args.num_inference_steps,
-        negative_prompt=args.negative_prompt,
-        height=args.height,
-        width=args.width,
-        device=args.device,
-        clip_model=None if args.clip_model == "none" else args.clip_model,
-    )
-    for warning in result.warnings:
-        print(f"warning: {warning}")
-    print(result.study.text())
-    for name, path in save_sweep(result, Path(args.output_dir) / args.vary).items():
-        print(f"{name}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,7 +4,7 @@
     display(panel.widget)          # in Jupyter: change the settings, press "generate"
     image = panel.render()         # headless (papermill, nbval): one image with the current (default) values
 
-Every change goes through :func:`course_utils.sd_support.check_request`, so the panel refuses a scheduler the
+Every change goes through :func:`course_utils.sd.support.check_request`, so the panel refuses a scheduler the
 model cannot use, or bad values, with the same one-line message as the command line, shown in the panel.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import replace
 from typing import Any
 
 from course_utils.errors import CourseError
-from course_utils.generate import LoadedPipeline, sample
-from course_utils.sd_support import GenerationSettings, check_prompt, check_request, schedulers_for
+from course_utils.sd.pipeline import LoadedPipeline, sample
+from course_utils.sd.support import GenerationSettings, check_prompt, check_request, schedulers_for
 
 __all__ = ["GenerationPanel"]
 

@@ -1,4 +1,5 @@
-"""Bundled data that needs no network: scikit-learn's handwritten digits and scikit-image's photos.
+"""Bundled photos that need no network (scikit-image's), the course's shipped drawings, and the test image each
+denoiser sees.
 
 Images come out as float tensors of shape ``(B, C, H, W)`` in ``[-1, 1]``, the range the diffusion
 models see.
@@ -6,58 +7,24 @@ models see.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from course_utils.data.digits import load_digits_split
 from course_utils.errors import CourseError, check_choice
 
 __all__ = [
     "PHOTOS",
-    "DigitsSplit",
     "example_image",
     "example_label",
     "fit_image",
-    "load_digits_split",
     "load_image",
     "load_photo",
 ]
 
 PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket")
-
-
-@dataclass(frozen=True)
-class DigitsSplit:
-    """scikit-learn's 8×8 digits (1,797 scans, 16 grey levels), split into train and held-out test.
-
-    Attributes:
-        x_train, x_test: images ``(N, 1, 8, 8)`` in ``[-1, 1]``.
-        y_train, y_test: labels ``(N,)`` in ``0..9``.
-    """
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-
-
-def load_digits_split(*, test_fraction: float = 0.2, seed: int = 0) -> DigitsSplit:
-    """Load ``sklearn.datasets.load_digits`` and split it reproducibly, stratified by class."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = digits.images.astype(np.float32) / 16.0 * 2.0 - 1.0  # grey levels 0..16 → [-1, 1]
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, digits.target, test_size=test_fraction, random_state=seed, stratify=digits.target
-    )
-
-    def images(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a).unsqueeze(1)  # (N, 8, 8) → (N, 1, 8, 8)
-
-    return DigitsSplit(images(x_tr), torch.from_numpy(y_tr).long(), images(x_te), torch.from_numpy(y_te).long())
 
 
 def load_photo(name: str = "astronaut", *, size: int = 64) -> torch.Tensor:

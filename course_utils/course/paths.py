@@ -11,7 +11,7 @@ from course_utils.errors import CourseError, check_choice
 
 __all__ = ["DATA_DIR", "MODELS_DIR", "ROOT", "WEEKS_DIR", "select_weeks", "week_folders"]
 
-ROOT = Path(os.environ.get("COURSE_ROOT", Path(__file__).resolve().parents[1]))
+ROOT = Path(os.environ.get("COURSE_ROOT", Path(__file__).resolve().parents[2]))
 DATA_DIR = ROOT / "data"
 MODELS_DIR = DATA_DIR / "models"
 WEEKS_DIR = ROOT / "weeks"

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from course_utils.diffusion import q_sample
 from course_utils.errors import CourseError
+from course_utils.sampling.diffusion import q_sample
 
 __all__ = ["TrainConfig", "ema_update", "fit", "train_denoiser"]
 

@@ -56,8 +56,8 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+from course_utils.course.registry import MODELS, ResolvedModel, resolve
 from course_utils.errors import CourseError
-from course_utils.registry import MODELS, ResolvedModel, resolve
 
 __all__ = [
     "DEFAULT_SCHEDULER",
@@ -123,7 +123,7 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
 """Short name → :class:`SchedulerSpec`; :data:`DEFAULT_SCHEDULER` (or ``None``) keeps the model's own."""
 
 SD_FAMILIES = ("sd", "sdxl", "sd3", "course-sd")
-"""The registry families this module (and ``python -m course_utils.generate``) handles."""
+"""The registry families this module (and ``python -m course_utils.sd.generate``) handles."""
 
 FLOW_MATCHING_FAMILIES = frozenset({"sd3"})
 """Families trained with rectified flow; every other family here predicts ε or v."""
@@ -288,7 +288,7 @@ def _registered(resolved: ResolvedModel) -> ResolvedModel:
     """A folder that *is* a registered course model (``data/models/shapes-sd``) gets that model's id and family."""
     if resolved.entry is not None or not resolved.local:
         return resolved
-    from course_utils import registry
+    from course_utils.course import registry
 
     here = Path(resolved.source).resolve()
     for entry in MODELS.values():
@@ -313,7 +313,7 @@ def _identify(model_id: str) -> tuple[ResolvedModel, ModelDefaults]:
         defaults = ModelDefaults(family.steps, family.guidance_scale, size, size, scheduler=family.scheduler)
     if defaults.task != "text-to-image":
         raise CourseError(
-            f"{model_id} is an {defaults.task} model, not text-to-image; use it through course_utils.editing"
+            f"{model_id} is an {defaults.task} model, not text-to-image; use it through course_utils.sampling.editing"
         )
     return resolved, defaults
 

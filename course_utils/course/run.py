@@ -1,7 +1,7 @@
-"""Run the week notebooks headlessly with papermill: ``python -m course_utils.run`` (``make run``).
+"""Run the week notebooks headlessly with papermill: ``python -m course_utils.course.run`` (``make run``).
 
     make run ARGS="--weeks 01,03 --profile offline -p seed=1"
-    python -m course_utils.run --list
+    python -m course_utils.course.run --list
 
 A notebook is ``weeks/<NN>_<slug>/<name>.ipynb``; ``NN`` is its week. Each one runs on a fresh kernel of
 *this* interpreter, in its own folder, with ``MPLBACKEND=Agg``, and gets ``profile`` (when its parameters
@@ -33,9 +33,9 @@ from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 from traitlets import default
 
+from course_utils.course.paths import WEEKS_DIR, select_weeks, week_folders
+from course_utils.course.profiles import MODEL_FIELDS, PROFILES, get_profile
 from course_utils.errors import ArgumentParser, CourseError, main_guard
-from course_utils.paths import WEEKS_DIR, select_weeks, week_folders
-from course_utils.profiles import MODEL_FIELDS, PROFILES, get_profile
 
 __all__ = ["WeekNotebook", "discover", "main", "parse_parameter", "run_notebooks", "select"]
 
@@ -148,7 +148,7 @@ def _check_device(*, profile: str, parameters: dict[str, Any]) -> None:
 
 def _check_models(*, profile: str, parameters: dict[str, Any]) -> None:
     """Every model the run will load must resolve: a course model's files present, an id the registry knows."""
-    from course_utils.registry import resolve
+    from course_utils.course.registry import resolve
 
     chosen = get_profile(profile)
     for field in MODEL_FIELDS:
@@ -221,7 +221,7 @@ def run_notebooks(
     Args:
         weeks_dir: the folder holding ``<NN>_<slug>/`` week folders.
         weeks: week ids such as ``["01", "03"]``; ``None`` runs every week.
-        profile: a name in :data:`course_utils.profiles.PROFILES`, injected as ``profile`` where declared.
+        profile: a name in :data:`course_utils.course.profiles.PROFILES`, injected as ``profile`` where declared.
         parameters: overrides injected into every notebook; each must be a parameter of each notebook.
         out: where the executed notebooks and ``report.json`` go.
         timeout: seconds allowed per cell; ``None`` for no limit.
@@ -283,10 +283,11 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def build_parser() -> ArgumentParser:
-    """The command line of ``python -m course_utils.run``."""
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    """The command line of ``python -m course_utils.course.run``."""
     parser = ArgumentParser(
-        prog="python -m course_utils.run", description="Run the week notebooks headlessly with papermill."
+        prog=prog or "python -m course_utils.course.run",
+        description="Run the week notebooks headlessly with papermill.",
     )
     parser.add_argument("--weeks", type=_week_list, help="comma-separated week ids, e.g. 01,03 (default: all)")
     parser.add_argument("--profile", default="offline", help=f"one of {', '.join(PROFILES)} (default: offline)")
@@ -311,9 +312,9 @@ def build_parser() -> ArgumentParser:
 
 
 @main_guard
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input comes from :func:`main_guard`)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     if args.list:
         weeks_dir = args.weeks_dir.resolve()
         _print_listing(select(discover(weeks_dir), weeks=args.weeks), weeks_dir=weeks_dir)

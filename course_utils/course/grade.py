@@ -1,7 +1,9 @@
 """Assignments with otter-grader: build them from one source notebook a week, grade submissions locally.
 
-    make assignments ARGS="--weeks 01"          # python -m course_utils.grade assign [--weeks 01,02] [--out dist]
-    make grade SUBMISSIONS=dir ARGS="--week 01" # python -m course_utils.grade grade DIR [--week 01] [--dist dist]
+    make assignments ARGS="--weeks 01"          # diffusion-course assign [--weeks 01,02] [--out dist]
+    make grade SUBMISSIONS=dir ARGS="--week 01" # diffusion-course grade DIR [--week 01] [--dist dist]
+
+(``python -m course_utils.course.grade assign|grade …`` is the same command line.)
 
 A week's assignment is one notebook in otter assign format v1, ``assignments/<NN>_<slug>/<name>.ipynb``:
 solutions, public and hidden tests are marked in that one notebook. ``assign`` runs ``otter assign`` on
@@ -36,8 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from course_utils.course.paths import ROOT, select_weeks, week_folders
 from course_utils.errors import ArgumentParser, CourseError, check_choice, main_guard
-from course_utils.paths import ROOT, select_weeks, week_folders
 
 __all__ = [
     "AUTOGRADER_ZIP",
@@ -323,9 +325,9 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def build_parser() -> ArgumentParser:
+def build_parser(prog: str | None = None) -> ArgumentParser:
     """The ``assign`` and ``grade`` subcommands."""
-    parser = ArgumentParser(prog="python -m course_utils.grade", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog=prog or "python -m course_utils.course.grade", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="{assign,grade}")
     build = commands.add_parser("assign", help="otter assign the source notebooks into student and autograder")
     build.add_argument("--weeks", type=_week_list, help="comma-separated week ids, e.g. 01,02 (default: all)")
@@ -372,9 +374,9 @@ def _grade_command(args: argparse.Namespace) -> int:
 
 
 @main_guard
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m course_utils.grade {assign,grade} …``; see the module docstring."""
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """``python -m course_utils.course.grade {assign,grade} …``; see the module docstring."""
+    args = build_parser(prog).parse_args(argv)
     if args.command == "assign":
         return _assign_command(args.weeks, out=args.out, assignments_dir=args.assignments_dir)
     return _grade_command(args)

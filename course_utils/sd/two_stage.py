@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
+from course_utils.course.registry import hf_token, resolve
 from course_utils.denoisers import _from_pretrained
 from course_utils.errors import CourseError
-from course_utils.registry import hf_token, resolve
 from course_utils.runtime import resolve_device, resolve_dtype
 from course_utils.studies import Study
 
@@ -112,7 +112,7 @@ def two_stage_study(
     measures = []
     if clip_model is not None:
         from course_utils.metrics import clip_score
-        from course_utils.sweep import load_clip
+        from course_utils.sd.sweep_study import load_clip
 
         clip = load_clip(clip_model)
         table["clip_score"] = [float(clip_score(*clip, images, list(prompts)).mean()) for images in results]

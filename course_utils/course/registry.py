@@ -16,8 +16,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from course_utils.course.paths import MODELS_DIR
 from course_utils.errors import CourseError
-from course_utils.paths import MODELS_DIR
 
 __all__ = ["FAMILIES", "MODELS", "ModelEntry", "ResolvedModel", "hf_token", "resolve"]
 
@@ -149,7 +149,8 @@ def resolve(model_id: str) -> ResolvedModel:
         known = ", ".join(MODELS)
         raise CourseError(f"unknown model {model_id!r}: not a known id, Hub id or existing folder; known ids: {known}")
     raise CourseError(
-        f"model {model_id!r} is not in the course registry; add it to course_utils.registry.MODELS with its family"
+        f"model {model_id!r} is not in the course registry;"
+        " add it to course_utils.course.registry.MODELS with its family"
     )
 
 

@@ -1,7 +1,7 @@
 """Editing images with a denoiser: SDEdit, text-guided SDEdit and RePaint-style inpainting.
 
 Each technique noises a given image part of the way and runs the reverse process from there
-(:func:`course_utils.diffusion.ddpm_sample`), so every sampler keyword (``cond``, ``uncond``,
+(:func:`course_utils.sampling.diffusion.ddpm_sample`), so every sampler keyword (``cond``, ``uncond``,
 ``guidance_scale``, ``generator``, ``callback``) works here too.
 
 Papers:
@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 
-from course_utils.diffusion import Model, ddpm_sample, q_sample
 from course_utils.errors import CourseError
-from course_utils.masks import check_mask
 from course_utils.runtime import randn_like
-from course_utils.schedules import NoiseSchedule
+from course_utils.sampling.diffusion import Model, ddpm_sample, q_sample
+from course_utils.sampling.masks import check_mask
+from course_utils.sampling.schedules import NoiseSchedule
 
 __all__ = ["check_i_start", "inpaint", "sdedit", "text_guided_sdedit"]
 
@@ -54,7 +54,7 @@ def sdedit(
 
     Args:
         image: ``(B, C, H, W)`` in ``[-1, 1]``, the model's image shape.
-        timesteps: strided timesteps, descending (see :func:`course_utils.diffusion.strided_timesteps`).
+        timesteps: strided timesteps, descending (see :func:`course_utils.sampling.diffusion.strided_timesteps`).
         i_start: index into ``timesteps`` where denoising starts.
         sampler_kwargs: ``cond``, ``uncond``, ``guidance_scale``, ``callback``, … for :func:`ddpm_sample`.
 
@@ -107,7 +107,7 @@ def inpaint(
     Args:
         image: ``(B, C, H, W)`` in ``[-1, 1]``.
         mask: ``(H, W)`` (or broadcastable ``(1|B, 1|C, H, W)``) of ones where to generate, zeros where
-            to keep ``image`` (see :mod:`course_utils.masks`).
+            to keep ``image`` (see :mod:`course_utils.sampling.masks`).
         sampler_kwargs: ``cond``, ``uncond``, ``guidance_scale``, ``callback`` for :func:`ddpm_sample`.
     """
     mask = check_mask(mask, image)

@@ -53,7 +53,7 @@ import torch
 
 from course_utils.errors import CourseError, check_choice
 from course_utils.runtime import DTYPES, resolve_device, resolve_dtype
-from course_utils.sd_support import GenerationSettings
+from course_utils.sd.support import GenerationSettings
 
 __all__ = [
     "CPU_OFFLOADS",
@@ -175,7 +175,7 @@ def footprint_of(settings: GenerationSettings) -> Footprint:
         return FOOTPRINTS[entry.model_id]
     if not settings.resolved.local:
         raise CourseError(
-            f"no memory footprint known for {settings.model_id}; add it to course_utils.sd_memory.FOOTPRINTS"
+            f"no memory footprint known for {settings.model_id}; add it to course_utils.sd.memory.FOOTPRINTS"
         )
     activations, decode, pixels, upcast = _FAMILY_ACTIVATIONS[settings.family]
     denoiser = "transformer" if settings.family == "sd3" else "unet"

@@ -1,0 +1,10 @@
+"""The course around the package (floors: faces and choosing).
+
+- choosing: ``profiles`` (``offline`` | ``gpu`` → a model id per role, device, dtype), ``registry`` (every model
+  id the course names, its family, mirrors for withdrawn repos, gated-repo hints, the token lookup), ``paths``
+  (where the repository keeps weeks, data and models; ``COURSE_ROOT`` overrides);
+- faces: ``run`` (the papermill runner), ``grade`` (otter assign and grade), ``cli`` (``diffusion-course``, one
+  subcommand per face).
+
+``profiles``, ``registry`` and ``paths`` may be imported from anywhere above ``sampling``; the faces by nobody.
+"""

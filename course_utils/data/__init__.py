@@ -1,0 +1,9 @@
+"""Data (floor: things): what the models see, bundled or generated offline.
+
+- ``digits``: scikit-learn's 8×8 handwritten digits, split reproducibly;
+- ``photos``: scikit-image's photos, shipped drawings, the test image each denoiser sees;
+- ``shapes``: the captioned shapes world (seeded scenes, parseable captions, imagefolder and COCO export);
+- ``images``: pure image operations (Gaussian blur, tensor ↔ PIL / NumPy).
+
+Images are float tensors ``(B, C, H, W)`` in ``[-1, 1]``. May import ``errors`` and itself only.
+"""

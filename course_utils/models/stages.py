@@ -1,0 +1,383 @@
+"""The stages of ``make models`` (``diffusion-course models``): train the course's offline models reproducibly and
+write their model cards. :mod:`course_utils.models.build` is the command line over them.
+
+Stages, in order:
+
+- ``digits``: the class-conditional digits DDPM (``digits-ddpm``);
+- ``shapes-clip``: the shapes CLIP (``shapes-clip``), also Stable Diffusion's text encoder and tokenizer;
+- ``shapes-vae``: the shapes autoencoder (``shapes-sd/vae``);
+- ``shapes-judge``: the attribute classifier that scores prompt adherence (``shapes-judge``);
+- ``shapes-sd``: the text-conditional U-Net on VAE latents, assembled with the others into a
+  ``StableDiffusionPipeline`` (``shapes-sd``), then measured for its model card.
+
+Each model is trained with a fixed seed (same weights on the same software stack), saved as
+safetensors in diffusers or transformers layout, evaluated, and described in a ``README.md`` beside its
+weights. Training checkpoints go to ``build/checkpoints/`` so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import CLIPTextModel, CLIPTokenizer
+from transformers.utils import logging as transformers_logging
+
+from course_utils.course.paths import ROOT
+from course_utils.data.digits import load_digits_split
+from course_utils.data.shapes import ShapesDataset, make_dataset, split_dataset, to_tensor
+from course_utils.denoisers import load_denoiser
+from course_utils.errors import check_choice
+from course_utils.metrics import digit_classifier
+from course_utils.models.digits import build_digits_scheduler, build_digits_unet, class_labels, save_digits_pipeline
+from course_utils.models.shapes_card import measure, write_card
+from course_utils.models.shapes_clip import (
+    CLIPConfigSmall,
+    build_shapes_clip,
+    build_shapes_processor,
+    build_shapes_tokenizer,
+    load_shapes_clip,
+    retrieval_chance,
+    retrieval_top1,
+    save_shapes_clip,
+    train_shapes_clip,
+)
+from course_utils.models.shapes_judge import ShapesJudge, judge_accuracy, load_shapes_judge, train_shapes_judge
+from course_utils.models.shapes_sd import (
+    P_OMIT,
+    assemble_pipeline,
+    build_shapes_unet,
+    load_shapes_sd,
+    train_shapes_unet,
+)
+from course_utils.models.shapes_sd import P_UNCOND as P_EMPTY_PROMPT
+from course_utils.models.shapes_vae import (
+    build_shapes_vae,
+    encode,
+    load_shapes_vae,
+    reconstruction_psnr,
+    save_shapes_vae,
+    train_shapes_vae,
+)
+from course_utils.runtime import quiet_loading
+from course_utils.studies import run_study
+from course_utils.training.loop import TrainConfig, train_denoiser
+
+__all__ = [
+    "DIGITS_CONFIG",
+    "STAGES",
+    "build_digits",
+    "build_shapes_clip_stage",
+    "build_shapes_judge_stage",
+    "build_shapes_sd_stage",
+    "build_shapes_vae_stage",
+    "build_stage",
+    "shapes_data",
+]
+
+STAGES = ("digits", "shapes-clip", "shapes-vae", "shapes-judge", "shapes-sd")
+
+DIGITS_CONFIG = TrainConfig(steps=4000, batch_size=128, lr=2e-3, warmup_steps=200, ema_decay=0.995, seed=0)
+P_UNCOND = 0.1  # label dropout for classifier-free guidance
+
+
+def build_digits(out: Path, *, config: TrainConfig = DIGITS_CONFIG, train: bool = True) -> dict:
+    """Train (unless ``train`` is False), save and evaluate the digits DDPM; write its model card."""
+    path = out / "digits-ddpm"
+    seconds = None
+    if train:
+        torch.manual_seed(config.seed)
+        split = load_digits_split()
+        unet = build_digits_unet()
+        alphas_cumprod = build_digits_scheduler().alphas_cumprod
+        started = time.perf_counter()
+        ema, losses = train_denoiser(
+            unet,
+            x0=split.x_train,
+            cond=split.y_train,
+            alphas_cumprod=alphas_cumprod,
+            forward=lambda m, x_t, t, c: m(x_t, t, class_labels=c).sample,
+            drop_condition=lambda c, g: class_labels(c, p_uncond=P_UNCOND, generator=g),
+            config=config,
+            description="digits DDPM",
+        )
+        seconds = time.perf_counter() - started
+        save_digits_pipeline(ema, path)
+        print(f"digits DDPM: trained {config.steps} steps in {seconds:.0f} s; saved to {path}")
+    metrics = _agreement(load_denoiser(str(path), device="cpu"))  # the folder just written
+    if seconds is not None:
+        metrics["train_seconds"] = seconds
+    _keep_train_seconds(path, metrics)
+    _write_digits_card(path, metrics, config)
+    print("digits DDPM:", ", ".join(f"{k} = {v:.3f}" for k, v in metrics.items() if isinstance(v, float)))
+    return metrics
+
+
+def _agreement(den: object, *, scales: tuple[float, ...] = (1.0, 3.0)) -> dict[str, float]:
+    """Held-out accuracy of the classifier, and agreement at each guidance scale (the week-2 CFG study,
+    50 samples per digit, DDIM 50 steps, seed 0)."""
+    study = run_study(
+        "cfg",
+        den,
+        conditions=[str(d) for d in range(10)],
+        scales=scales,
+        samples_per_condition=50,
+        steps=50,
+        seed=0,
+        update="ddim",
+    )
+    result = {"held_out_accuracy": digit_classifier().held_out_accuracy}
+    result |= {f"agreement@{w:g}": a for w, a in zip(study.table["w"], study.table["adherence"], strict=True)}
+    return result
+
+
+def _write_digits_card(path: Path, metrics: dict, config: TrainConfig) -> None:
+    n_params = sum(p.numel() for p in build_digits_unet().parameters())
+    lines = [
+        "# course/digits-ddpm",
+        "",
+        "A class-conditional pixel-space DDPM on scikit-learn's 8×8 handwritten digits, trained with 10 %",
+        "label dropout so classifier-free guidance works (class 10 is the null class).",
+        'Load it like a Hub pipeline: `DiffusionPipeline.from_pretrained("data/models/digits-ddpm")`,',
+        'or through the course: `course_utils.denoisers.load_denoiser("course/digits-ddpm")`.',
+        "",
+        f"- U-Net: diffusers `UNet2DModel`, {n_params / 1e6:.2f} M parameters; schedule: linear β, T = 1000.",
+        f"- Training: {config.steps} steps, batch {config.batch_size}, AdamW lr {config.lr}, EMA {config.ema_decay},"
+        f" seed {config.seed}; `make models` reproduces it.",
+        "",
+        "## Measured (`make models`, or `python -m course_utils.models.build --eval-only`)",
+        "",
+        "Agreement = share of 500 samples (50 per class, DDIM 50 steps, seed 0) that an RBF-SVM trained on",
+        "the real training digits recognises as the requested class.",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {k} | {v:.3f} |" for k, v in metrics.items() if isinstance(v, float)]
+    (path / "README.md").write_text("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- shapes
+
+SHAPES_DATA = {"n": 30_000, "seed": 0, "held_out_fraction": 0.05}
+CLIP_CONFIG = TrainConfig(steps=1000, batch_size=128, lr=1e-3, warmup_steps=100, ema_decay=0.995, seed=0)
+VAE_CONFIG = TrainConfig(steps=1500, batch_size=32, lr=2e-3, warmup_steps=100, ema_decay=0.995, seed=0)
+
+
+def shapes_data() -> tuple[ShapesDataset, ShapesDataset]:
+    """The shapes world's ``(train, held_out)`` split every shapes model trains and is measured on."""
+    data = make_dataset(SHAPES_DATA["n"], seed=SHAPES_DATA["seed"])
+    return split_dataset(data, held_out_fraction=SHAPES_DATA["held_out_fraction"], seed=SHAPES_DATA["seed"])
+
+
+def _checkpoints(name: str, config: TrainConfig) -> TrainConfig:
+    return replace(config, checkpoint_dir=str(ROOT / "build" / "checkpoints" / f"{name}-{config.steps}"))
+
+
+def build_shapes_clip_stage(out: Path, *, train: bool = True, config: TrainConfig = CLIP_CONFIG) -> dict:
+    """Train and save the shapes CLIP (``out/shapes-clip``); measure held-out text → image retrieval."""
+    path = out / "shapes-clip"
+    train_set, held_out = shapes_data()
+    metrics = {}
+    if train:
+        tokenizer = build_shapes_tokenizer()
+        model = build_shapes_clip(CLIPConfigSmall(), tokenizer)
+        started = time.perf_counter()
+        ema, _ = train_shapes_clip(
+            model, train_set.images, train_set.captions, tokenizer=tokenizer, config=_checkpoints("shapes-clip", config)
+        )
+        metrics["train_seconds"] = time.perf_counter() - started
+        save_shapes_clip(ema, build_shapes_processor(tokenizer), path)
+    model, processor = load_shapes_clip(path)
+    metrics["retrieval_top1"] = retrieval_top1(model, processor, held_out.images, held_out.captions)
+    metrics["retrieval_chance"] = retrieval_chance(held_out.captions)
+    metrics["n_held_out"] = len(held_out)
+    _keep_train_seconds(path, metrics)
+    _small_card(
+        path,
+        title="course/shapes-clip",
+        about="A tiny CLIP (text and vision transformers, 64 wide, 2 layers each) trained contrastively on the shapes"
+        " world's captions; the offline CLIP-score model, and the starting point of the miniature Stable Diffusion's"
+        " text encoder. Tokenizer built offline from the caption vocabulary.",
+        load='CLIPModel.from_pretrained("data/models/shapes-clip"), CLIPProcessor.from_pretrained(...)',
+        config=config,
+        metrics=metrics,
+    )
+    return metrics
+
+
+def build_shapes_vae_stage(out: Path, *, train: bool = True, config: TrainConfig = VAE_CONFIG) -> dict:
+    """Train and save the shapes VAE (``out/shapes-sd/vae``); measure held-out reconstruction PSNR."""
+    path = out / "shapes-sd" / "vae"
+    train_set, held_out = shapes_data()
+    metrics = {}
+    if train:
+        vae = build_shapes_vae(seed=config.seed)
+        started = time.perf_counter()
+        ema, _ = train_shapes_vae(vae, to_tensor(train_set.images), config=_checkpoints("shapes-vae", config))
+        metrics["train_seconds"] = time.perf_counter() - started
+        save_shapes_vae(ema, path)
+    metrics["reconstruction_psnr_db"] = reconstruction_psnr(load_shapes_vae(path), to_tensor(held_out.images))
+    _keep_train_seconds(path, metrics)
+    _small_card(
+        path,
+        title="course/shapes-sd: vae",
+        about="The miniature Stable Diffusion's autoencoder: a diffusers AutoencoderKL mapping 32×32 RGB pictures to"
+        " 4×8×8 latents, trained with MSE + 1e-6 KL; scaling_factor = 1 / std of the training latents.",
+        load='AutoencoderKL.from_pretrained("data/models/shapes-sd/vae")',
+        config=config,
+        metrics=metrics,
+    )
+    return metrics
+
+
+JUDGE_CONFIG = TrainConfig(steps=800, batch_size=128, lr=2e-3, warmup_steps=100, ema_decay=0.99, seed=0)
+UNET_CONFIG = TrainConfig(steps=3000, batch_size=128, lr=1e-3, warmup_steps=200, ema_decay=0.999, seed=0)
+UNET_SNR_GAMMA = 5.0  # Min-SNR-γ loss weights (Hang et al. 2023)
+UNET_TRAIN_TEXT_ENCODER = True  # the shapes CLIP's text tower learns with the U-Net
+
+
+def build_shapes_judge_stage(out: Path, *, train: bool = True, config: TrainConfig = JUDGE_CONFIG) -> dict:
+    """Train and save the attribute judge (``out/shapes-judge``); measure it on held-out renders."""
+    path = out / "shapes-judge"
+    train_set, held_out = shapes_data()
+    metrics = {}
+    if train:
+        judge = ShapesJudge()
+        started = time.perf_counter()
+        ema, _ = train_shapes_judge(
+            judge, train_set.images, train_set.scenes, config=_checkpoints("shapes-judge", config)
+        )
+        metrics["train_seconds"] = time.perf_counter() - started
+        ema.save_pretrained(path, safe_serialization=True)
+    metrics |= judge_accuracy(load_shapes_judge(path), held_out.images, held_out.scenes)
+    _keep_train_seconds(path, metrics)
+    _small_card(
+        path,
+        title="course/shapes-judge",
+        about="The attribute classifier that scores prompt adherence: a small CNN trained on ground-truth renders of"
+        " the shapes world that reads, for each of the five positions, whether an object is there and its shape,"
+        " colour and size, and the background (course_utils.models.shapes_judge). Accuracies below are on"
+        " held-out renders: shape per slot (empty included), colour and size on occupied slots, background.",
+        load='course_utils.models.shapes_judge.load_shapes_judge("data/models/shapes-judge")',
+        config=config,
+        metrics=metrics,
+    )
+    return metrics
+
+
+def build_shapes_sd_stage(out: Path, *, train: bool = True, config: TrainConfig = UNET_CONFIG) -> dict:
+    """Train the U-Net on VAE latents, assemble and save the ``StableDiffusionPipeline`` (``out/shapes-sd``),
+    then measure it and write its model card."""
+    path = out / "shapes-sd"
+    train_set, held_out = shapes_data()
+    train_file = path / "training.json"
+    if train:
+        vae = load_shapes_vae(path / "vae")
+        with quiet_loading():  # the CLIP's vision tower is left out on purpose: no load report for it
+            verbosity = transformers_logging.get_verbosity()
+            transformers_logging.set_verbosity_error()
+            text_encoder = CLIPTextModel.from_pretrained(out / "shapes-clip")  # the text tower of the shapes CLIP
+            tokenizer = CLIPTokenizer.from_pretrained(out / "shapes-clip")
+            transformers_logging.set_verbosity(verbosity)
+        latents = encode(vae, to_tensor(train_set.images))
+        unet = build_shapes_unet(seed=config.seed)
+        started = time.perf_counter()
+        ema, losses = train_shapes_unet(
+            unet,
+            latents,
+            train_set.scenes,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            config=_checkpoints("shapes-unet", config),
+            train_text_encoder=UNET_TRAIN_TEXT_ENCODER,
+            snr_gamma=UNET_SNR_GAMMA,
+        )
+        seconds = time.perf_counter() - started
+        pipe = assemble_pipeline(unet=ema["unet"], vae=vae, text_encoder=ema["text_encoder"], tokenizer=tokenizer)
+        pipe.save_pretrained(path, safe_serialization=True)
+        summary = (
+            f"{config.steps} steps, batch {config.batch_size}, AdamW lr {config.lr}, EMA {config.ema_decay},"
+            f" seed {config.seed}, {len(train_set)} captioned pictures, {P_EMPTY_PROMPT:.0%} empty prompts,"
+            f" each optional attribute left out with probability {P_OMIT:.0%}, Min-SNR-{UNET_SNR_GAMMA:g} loss weights,"
+            f" text encoder {'fine-tuned with the U-Net' if UNET_TRAIN_TEXT_ENCODER else 'frozen'};"
+            f" {seconds:.0f} s on this machine's CPU"
+            f" (final loss {np.mean(losses[-100:]):.4f})."
+        )
+        train_file.write_text(json.dumps({"train_seconds": seconds, "summary": summary}, indent=2) + "\n")
+    pipe = load_shapes_sd(path)
+    metrics = measure(
+        pipe,
+        judge=load_shapes_judge(out / "shapes-judge"),
+        clip=load_shapes_clip(out / "shapes-clip"),
+        held_out=held_out,
+    )
+    sizes = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("unet", "vae", "text_encoder")}
+    clip_metrics = json.loads((out / "shapes-clip" / "metrics.json").read_text())
+    write_card(path, metrics, clip_metrics=clip_metrics, sizes=sizes, train=json.loads(train_file.read_text()))
+    return metrics
+
+
+def _small_card(path: Path, *, title: str, about: str, load: str, config: TrainConfig, metrics: dict) -> None:
+    """``README.md`` for a supporting model: what it is, how to load it, how it was trained, what was measured."""
+    n_train = SHAPES_DATA["n"] - round(SHAPES_DATA["n"] * SHAPES_DATA["held_out_fraction"])
+    lines = [
+        f"# {title}",
+        "",
+        about,
+        "",
+        f"Load: `{load}`.",
+        "",
+        f"Training (`make models`, seed {config.seed}): {config.steps} steps, batch {config.batch_size}, AdamW lr"
+        f" {config.lr}, EMA {config.ema_decay}, on the {n_train} training"
+        f" pictures of `make_dataset({SHAPES_DATA['n']}, seed={SHAPES_DATA['seed']})`.",
+        "",
+        "## Measured (`python -m course_utils.models.build --eval-only --only <stage>`)",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    (path / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def _keep_train_seconds(path: Path, metrics: dict) -> dict:
+    """Write ``path/metrics.json``; without a fresh training time keep the one the last training run measured."""
+    file = path / "metrics.json"
+    if "train_seconds" not in metrics and file.is_file():
+        previous = json.loads(file.read_text()).get("train_seconds")
+        if previous is not None:
+            metrics["train_seconds"] = previous
+    file.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def build_stage(name: str, out: Path, *, train: bool = True, digits_steps: int = DIGITS_CONFIG.steps) -> str | None:
+    """Train (unless ``train`` is False), save, measure and describe one stage's model; return its summary line
+    (``None`` where the stage printed its measures itself).
+
+    ``digits_steps`` sets the digits DDPM's training steps (the other stages train on their own fixed budgets).
+    """
+    check_choice("stage", name, STAGES)
+    if name == "digits":
+        config = _checkpoints("digits", replace(DIGITS_CONFIG, steps=digits_steps))
+        build_digits(out, config=config, train=train)  # prints its own measures
+        return None
+    if name == "shapes-clip":
+        metrics = build_shapes_clip_stage(out, train=train)
+        return (
+            f"shapes CLIP: held-out text→image top-1 {metrics['retrieval_top1']:.3f}"
+            f" (chance {metrics['retrieval_chance']:.4f})"
+        )
+    if name == "shapes-vae":
+        metrics = build_shapes_vae_stage(out, train=train)
+        return f"shapes VAE: held-out reconstruction {metrics['reconstruction_psnr_db']:.1f} dB"
+    if name == "shapes-judge":
+        metrics = build_shapes_judge_stage(out, train=train)
+        return f"shapes judge: held-out accuracy {metrics['mean_accuracy']:.3f}"
+    build_shapes_sd_stage(out, train=train)  # prints its own measures
+    return None
