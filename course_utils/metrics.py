@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from course_utils.data.digits import load_digits_split
+from course_utils.data.images import gaussian_blur
 from course_utils.errors import CourseError
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "classifier_for",
     "clip_embeddings",
     "clip_score",
+    "detail",
     "digit_classifier",
     "diversity",
     "psnr",
@@ -86,6 +88,16 @@ def psnr_per_image(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of each image of ``x`` ``(B, C, H, W)`` against ``reference`` (broadcastable). ``(B,)``."""
     mse = ((x.float() - reference.float()) ** 2).flatten(1).mean(dim=1).clamp(min=1e-12)
     return 10 * torch.log10(4.0 / mse)
+
+
+def detail(images: torch.Tensor, *, sigma: float = 0.7) -> torch.Tensor:
+    """How much fine detail each image holds: the RMS of its high frequencies, ``x − blur(x, σ)``. ``(B,)``.
+
+    A blurry estimate (one-step denoising's posterior mean) has less detail than real images; a sample has about
+    as much; noise has more.
+    """
+    x = images.float()
+    return (x - gaussian_blur(x, sigma)).pow(2).flatten(1).mean(dim=1).sqrt()
 
 
 def diversity(images: torch.Tensor) -> float:

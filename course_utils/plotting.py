@@ -15,6 +15,7 @@ import torch
 from course_utils.data.images import to_numpy_image
 from course_utils.errors import CourseError
 from course_utils.sampling.diffusion import DiffusionStep
+from course_utils.stats import Estimate
 
 __all__ = ["DrawingPad", "image_grid", "measured_curves", "schedule_curves", "trajectory_grid"]
 
@@ -79,7 +80,8 @@ def schedule_curves(curves: Mapping[str, torch.Tensor], *, title: str = "Noise s
 
 
 def measured_curves(study: Any, *, title: str) -> plt.Figure:
-    """One panel per measure of a :class:`course_utils.studies.Study`, against its setting, a line per series."""
+    """One panel per measure of a :class:`course_utils.studies.Study`, against its setting, a line per series, each
+    estimate with its 95 % interval as an error bar."""
     if not study.measures:
         raise CourseError(f"{study.name}: nothing was measured for this model (the measures need the digits model)")
     table = study.table
@@ -89,7 +91,13 @@ def measured_curves(study: Any, *, title: str) -> plt.Figure:
     for ax, measure in zip(axes[0], study.measures, strict=True):
         for name in names:
             rows = [i for i, s in enumerate(series) if s == name]
-            ax.plot([table[study.setting][i] for i in rows], [table[measure][i] for i in rows], marker="o", label=name)
+            xs, values = [table[study.setting][i] for i in rows], [table[measure][i] for i in rows]
+            if all(isinstance(v, Estimate) for v in values):  # 95 % intervals as error bars
+                ys = [v.value for v in values]
+                bars = [[_bar(v.value - v.low) for v in values], [_bar(v.high - v.value) for v in values]]
+                ax.errorbar(xs, ys, yerr=bars, marker="o", capsize=3, label=name)
+            else:
+                ax.plot(xs, values, marker="o", label=name)
         ax.set_xlabel(study.setting)
         ax.set_ylabel(measure.replace("_", " "))
         ax.grid(alpha=0.3)
@@ -98,6 +106,12 @@ def measured_curves(study: Any, *, title: str) -> plt.Figure:
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _bar(length: float) -> float:
+    """An error bar's length: 0 for a bound on the wrong side (a percentile interval need not hold its mean) or an
+    infinite one (a single measurement)."""
+    return length if 0 < length < float("inf") else 0.0
 
 
 class DrawingPad:

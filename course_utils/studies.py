@@ -2,9 +2,11 @@
 
     result = run_study("cfg", den, conditions=["3", "7"], scales=[0, 1, 3])
     result.grid(); result.curve(); print(result.text())
+    result.difference("adherence", {"w": 3.0}, {"w": 0.0})     # paired, with its 95 % interval
 
-A study returns a :class:`Study`: a table (one column per setting or measure), a labeled grid of
-example images and a curve of the measures against the setting. Measures that need the digit
+A study returns a :class:`Study`: a table (one column per setting or measure, each measure an estimate with its
+95 % interval: Wilson for shares, bootstrap for means), a labeled grid of example images and a curve of the
+measures against the setting, with error bars. Measures that need the digit
 classifier (adherence, "reads as") are computed for the course's digits model only; PSNR and
 diversity are computed for every model, the Hub's included.
 """
@@ -15,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from course_utils.errors import CourseError, check_choice
@@ -23,6 +26,7 @@ from course_utils.sampling.diffusion import UPDATE_RULES, ddim_sample, ddpm_samp
 from course_utils.sampling.editing import check_i_start, inpaint, sdedit, text_guided_sdedit
 from course_utils.sampling.guidance import hybrid, low_pass, visual_anagram
 from course_utils.sampling.views import get_view
+from course_utils.stats import Estimate, bootstrap_mean, difference, proportion
 
 __all__ = ["STUDIES", "Study", "run_study"]
 
@@ -34,9 +38,14 @@ class Study:
     Attributes:
         name: the technique.
         setting: the column that varies (``w``, ``i_start``, …).
-        table: column name → values, one row per setting (and per image or pair where there are several).
+        table: column name → values, one row per setting (and per image or pair where there are several). A measured
+            column holds :class:`~course_utils.stats.Estimate` s (the value with its 95 % interval); settings and
+            exact quantities hold plain numbers.
         images: example results ``(N, C, H, W)``; ``labels`` one per image; ``ncols`` tiles per row.
         measures: the columns plotted against ``setting`` by :meth:`curve`.
+        series: the column that tells the curves apart (a pair, an image, a scheduler), if any.
+        samples: measured column → per row, the measurements behind its estimate (per image or per condition, aligned
+            across rows: the same seeds), so two rows can be compared by a paired :meth:`difference`.
     """
 
     name: str
@@ -47,16 +56,40 @@ class Study:
     ncols: int
     measures: list[str] = field(default_factory=list)
     series: str | None = None
+    samples: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
-    def text(self, digits: int = 3) -> str:
-        """The table as aligned text (numbers rounded), for notebooks and the terminal."""
+    def text(self) -> str:
+        """The table as aligned text, every estimate with its interval at the precision the interval supports."""
         cols = list(self.table)
-        cells = [[_fmt(v, digits) for v in self.table[c]] for c in cols]
+        cells = [[_fmt(v) for v in self.table[c]] for c in cols]
         widths = [max(len(c), *(len(x) for x in col)) for c, col in zip(cols, cells, strict=True)]
         lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
         for row in zip(*cells, strict=True):
             lines.append("  ".join(x.rjust(w) for x, w in zip(row, widths, strict=True)))
         return "\n".join(lines)
+
+    def index(self, **where: Any) -> int:
+        """The row whose columns equal ``where`` (``study.index(w=3.0)``, ``study.index(pair="6|9 rot180", w=1.0)``)."""
+        for column in where:
+            check_choice("column", column, self.table)
+        rows = [i for i in range(len(self.table[self.setting])) if all(self.table[c][i] == v for c, v in where.items())]
+        if len(rows) != 1:
+            raise CourseError(f"{self.name}: {len(rows)} rows have {where}; name the row by more columns")
+        return rows[0]
+
+    def estimate(self, measure: str, **where: Any) -> Estimate:
+        """The estimate of ``measure`` in the row ``where`` names."""
+        check_choice("measure", measure, self.samples)
+        return self.table[measure][self.index(**where)]
+
+    def difference(self, measure: str, a: dict[str, Any], b: dict[str, Any], *, against: str | None = None) -> Estimate:
+        """``measure`` in row ``a`` minus ``against`` (default: the same measure) in row ``b``, paired over their
+        shared seeds, with its 95 % interval (:func:`course_utils.stats.difference`): an effect only where the
+        interval excludes 0. ``against`` compares with a control measured on the same seeds."""
+        other = measure if against is None else against
+        for name in (measure, other):
+            check_choice("measure", name, self.samples)
+        return difference(self.samples[measure][self.index(**a)], self.samples[other][self.index(**b)])
 
     def grid(self, title: str | None = None, *, rows: int | None = None):
         """The example images, labeled by the setting that produced them (only the first ``rows`` rows if given)."""
@@ -77,14 +110,24 @@ class Study:
         plt.show()
 
     def curve(self, title: str | None = None):
-        """Each measure against the setting (one line per series where the study has several)."""
+        """Each measure against the setting, with 95 % error bars (one line per series where the study has several)."""
         from course_utils.plotting import measured_curves
 
         return measured_curves(self, title=title or f"{self.name}: measured")
 
 
-def _fmt(value: Any, digits: int) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+def _fmt(value: Any) -> str:
+    if isinstance(value, Estimate):
+        return str(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _measured(study_table: dict, samples: dict, measure: str, values: Any, *, share: bool) -> None:
+    """Append the estimate of ``values`` (per image, or per condition) to ``study_table[measure]`` and keep the
+    values in ``samples[measure]``: a share of successes (Wilson) or a mean (bootstrap)."""
+    a = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values, float)
+    study_table.setdefault(measure, []).append(proportion(a) if share else bootstrap_mean(a))
+    samples.setdefault(measure, []).append(a)
 
 
 def _digit(item: Any) -> int:
@@ -122,23 +165,23 @@ def cfg_study(
     items = [c for c in conditions for _ in range(samples_per_condition)]
     cond, uncond = den.condition(items), den.null_condition(len(items))
     clf = classifier_for(den)
-    table: dict[str, list[Any]] = {"w": [], "diversity": []}
-    if clf is not None:
-        table["adherence"] = []
+    table: dict[str, list[Any]] = {"w": []}
+    measured: dict[str, list[np.ndarray]] = {}
     shown, labels = [], []
     for w in scales:
         x = _sample(den, len(items), cond, uncond, w=w, timesteps=timesteps, seed=seed, update=update)
         groups = x.view(len(conditions), samples_per_condition, *x.shape[1:])
         table["w"].append(float(w))
-        table["diversity"].append(sum(diversity(g) for g in groups) / len(conditions))
-        if clf is not None:
-            table["adherence"].append(
-                float((clf.predict(x) == torch.tensor([_digit(i) for i in items])).float().mean())
-            )
+        if clf is not None:  # per sample: read as its digit or not
+            read = clf.predict(x) == torch.tensor([_digit(i) for i in items])
+            _measured(table, measured, "adherence", read, share=True)
+        _measured(table, measured, "diversity", [diversity(g) for g in groups], share=False)  # per condition
         shown += [groups[i, 0] for i in range(len(conditions))]
         labels += [f"w={w:g} '{c}'" for c in conditions]
     measures = ["adherence", "diversity"] if clf is not None else ["diversity"]
-    return Study("classifier-free guidance", "w", table, torch.stack(shown), labels, len(conditions), measures)
+    return Study(
+        "classifier-free guidance", "w", table, torch.stack(shown), labels, len(conditions), measures, samples=measured
+    )
 
 
 def sdedit_study(
@@ -154,7 +197,8 @@ def sdedit_study(
     timesteps = strided_timesteps(den.schedule.num_timesteps, steps)
     for i_start in levels:
         check_i_start(i_start, timesteps)
-    table: dict[str, list[Any]] = {"image": [], "i_start": [], "t": [], "psnr_db": []}
+    table: dict[str, list[Any]] = {"image": [], "i_start": [], "t": []}
+    measured: dict[str, list[np.ndarray]] = {}
     shown, labels = [], []
     for name, image in images.items():
         shown.append(image[0])
@@ -167,10 +211,12 @@ def sdedit_study(
             table["image"].append(name)
             table["i_start"].append(i_start)
             table["t"].append(timesteps[i_start])
-            table["psnr_db"].append(float(psnr_per_image(x, batch).mean()))
+            _measured(table, measured, "psnr_db", psnr_per_image(x, batch), share=False)
             shown.append(x[0])
             labels.append(f"i_start={i_start}")
-    return Study("SDEdit", "i_start", table, torch.stack(shown), labels, len(levels) + 1, ["psnr_db"], "image")
+    return Study(
+        "SDEdit", "i_start", table, torch.stack(shown), labels, len(levels) + 1, ["psnr_db"], "image", measured
+    )
 
 
 def img2img_study(
@@ -189,9 +235,8 @@ def img2img_study(
     batch = image.expand(samples, *image.shape[1:]).to(den.device, den.dtype)
     cond, uncond = den.condition([prompt] * samples), den.null_condition(samples)
     clf = classifier_for(den)
-    table: dict[str, list[Any]] = {"i_start": [], "t": [], "psnr_db": []}
-    if clf is not None:
-        table["reads_as_prompt"] = []
+    table: dict[str, list[Any]] = {"i_start": [], "t": []}
+    measured: dict[str, list[np.ndarray]] = {}
     shown, labels = [image[0]], ["original"]
     for i_start in levels:
         gen = torch.Generator().manual_seed(seed)
@@ -208,15 +253,14 @@ def img2img_study(
         )
         table["i_start"].append(i_start)
         table["t"].append(timesteps[i_start])
-        table["psnr_db"].append(float(psnr_per_image(x, batch).mean()))
+        _measured(table, measured, "psnr_db", psnr_per_image(x, batch), share=False)
         if clf is not None:
-            table["reads_as_prompt"].append(float((clf.predict(x) == _digit(prompt)).float().mean()))
+            _measured(table, measured, "reads_as_prompt", clf.predict(x) == _digit(prompt), share=True)
         shown.append(x[0])
         labels.append(f"i_start={i_start}")
     measures = ["reads_as_prompt", "psnr_db"] if clf is not None else ["psnr_db"]
-    return Study(
-        f"image-to-image towards '{prompt}'", "i_start", table, torch.stack(shown), labels, len(levels) + 1, measures
-    )
+    name = f"image-to-image towards '{prompt}'"
+    return Study(name, "i_start", table, torch.stack(shown), labels, len(levels) + 1, measures, samples=measured)
 
 
 def inpaint_study(
@@ -238,8 +282,7 @@ def inpaint_study(
     cond = den.condition([prompt] * samples) if prompt is not None else den.null_condition(samples)
     clf = classifier_for(den)
     table: dict[str, list[Any]] = {"mask": [], "masked_fraction": [], "known_region_max_error": []}
-    if clf is not None and label is not None:
-        table["reads_as_label"] = []
+    measured: dict[str, list[np.ndarray]] = {}
     shown, labels = [], []
     for name, mask in masks.items():
         gen = torch.Generator().manual_seed(seed)
@@ -248,13 +291,13 @@ def inpaint_study(
         table["mask"].append(name)
         table["masked_fraction"].append(float(mask.float().mean()))
         table["known_region_max_error"].append(float((x - batch)[..., keep].abs().max()) if keep.any() else 0.0)
-        if "reads_as_label" in table:
-            table["reads_as_label"].append(float((clf.predict(x) == _digit(label)).float().mean()))
+        if clf is not None and label is not None:
+            _measured(table, measured, "reads_as_label", clf.predict(x) == _digit(label), share=True)
         holed = batch[0] * (1 - mask.to(batch)) - mask.to(batch)  # the hole shown black
         shown += [batch[0], holed, x[0], x[1]]
         labels += ["original", f"mask {name}", "inpainted", "inpainted"]
     measures = ["reads_as_label"] if "reads_as_label" in table else ["known_region_max_error"]
-    return Study("inpainting", "masked_fraction", table, torch.stack(shown), labels, 4, measures)
+    return Study("inpainting", "masked_fraction", table, torch.stack(shown), labels, 4, measures, samples=measured)
 
 
 def anagram_study(
@@ -272,8 +315,7 @@ def anagram_study(
     clf = classifier_for(den)
     null = den.null_condition(samples)
     table: dict[str, list[Any]] = {"pair": [], "w": []}
-    if clf is not None:
-        table |= {"reads_a": [], "view_reads_b": [], "both": [], "control_both": []}
+    measured: dict[str, list[np.ndarray]] = {}
     shown, labels = [], []
     for a, b, view_name in pairs:
         view = get_view(view_name)
@@ -288,14 +330,13 @@ def anagram_study(
                 ok_a = clf.predict(x) == _digit(a)
                 ok_b = clf.predict(view.forward(x)) == _digit(b)
                 control = (clf.predict(plain) == _digit(a)) & (clf.predict(view.forward(plain)) == _digit(b))
-                table["reads_a"].append(float(ok_a.float().mean()))
-                table["view_reads_b"].append(float(ok_b.float().mean()))
-                table["both"].append(float((ok_a & ok_b).float().mean()))
-                table["control_both"].append(float(control.float().mean()))
+                for measure, flags in [("reads_a", ok_a), ("view_reads_b", ok_b), ("both", ok_a & ok_b)]:
+                    _measured(table, measured, measure, flags, share=True)
+                _measured(table, measured, "control_both", control, share=True)
         shown += [x[0], view.forward(x)[0], x[1], view.forward(x)[1]]
         labels += [f"'{a}'", f"{view_name}: '{b}'", f"'{a}'", f"{view_name}: '{b}'"]
     measures = ["both", "control_both"] if clf is not None else []
-    return Study("visual anagrams", "w", table, torch.stack(shown), labels, 4, measures, "pair")
+    return Study("visual anagrams", "w", table, torch.stack(shown), labels, 4, measures, "pair", measured)
 
 
 def hybrid_study(
@@ -314,8 +355,7 @@ def hybrid_study(
     clf = classifier_for(den)
     null = den.null_condition(samples)
     table: dict[str, list[Any]] = {"pair": [], "sigma": []}
-    if clf is not None:
-        table |= {"blurred_reads_low": [], "reads_high": [], "control_blurred_reads_low": []}
+    measured: dict[str, list[np.ndarray]] = {}
     shown, labels = [], []
     for low, high in pairs:
         c_low, c_high = den.condition([low] * samples), den.condition([high] * samples)
@@ -335,17 +375,15 @@ def hybrid_study(
             table["pair"].append(f"low {low} | high {high}")
             table["sigma"].append(float(sigma))
             if clf is not None:
-                table["blurred_reads_low"].append(
-                    float((clf.predict(low_pass(x, sigma)) == _digit(low)).float().mean())
-                )
-                table["reads_high"].append(float((clf.predict(x) == _digit(high)).float().mean()))
-                table["control_blurred_reads_low"].append(
-                    float((clf.predict(low_pass(plain, sigma)) == _digit(low)).float().mean())
-                )
+                blurred_reads_low = clf.predict(low_pass(x, sigma)) == _digit(low)
+                _measured(table, measured, "blurred_reads_low", blurred_reads_low, share=True)
+                _measured(table, measured, "reads_high", clf.predict(x) == _digit(high), share=True)
+                control = clf.predict(low_pass(plain, sigma)) == _digit(low)
+                _measured(table, measured, "control_blurred_reads_low", control, share=True)
             shown += [x[0], low_pass(x, sigma)[0], x[1], low_pass(x, sigma)[1]]
             labels += [f"σ={sigma:g}", "blurred", f"σ={sigma:g}", "blurred"]
     measures = ["blurred_reads_low", "reads_high", "control_blurred_reads_low"] if clf is not None else []
-    return Study("hybrid images", "sigma", table, torch.stack(shown), labels, 4, measures, "pair")
+    return Study("hybrid images", "sigma", table, torch.stack(shown), labels, 4, measures, "pair", measured)
 
 
 STUDIES: dict[str, Callable[..., Study]] = {

@@ -61,7 +61,12 @@ def test_sweeps_run_on_each_architecture(tiny_sd_family, tmp_path, family, setti
     paths = save_sweep(result, tmp_path)
     rows = list(csv.DictReader(paths["metrics"].open()))
     assert len(rows) == len(result.rows) and {"setting", "value", "prompt", "seed", "clip_score"} <= set(rows[0])
-    assert paths["grid"].stat().st_size > 1000 and len(list(csv.reader(paths["summary"].open()))) == len(values) + 1
+    summary = list(csv.DictReader(paths["summary"].open()))
+    assert paths["grid"].stat().st_size > 1000 and len(summary) == len(values)
+    for row, estimate in zip(summary, table["clip_score"], strict=True):  # each mean with its 95 % interval
+        low, value, high = (float(row[f"clip_score{end}"]) for end in ("_low", "", "_high"))
+        assert low <= value == estimate.value <= high
+    assert "diversity" in table and len(result.study.samples["clip_score"][0].shape) == 2  # (prompts, seeds)
 
 
 @needs_clip

@@ -190,10 +190,18 @@ def test_unknown_technique_and_setting_are_refused(den):
 def test_cfg_study_measures_adherence_and_diversity(den):
     study = run_study("cfg", den, conditions=["3", "7"], scales=[0.0, 3.0], samples_per_condition=6, steps=10)
     assert study.table["w"] == [0.0, 3.0]
-    assert study.table["adherence"][1] > study.table["adherence"][0]
-    assert study.table["diversity"][1] < study.table["diversity"][0]
+    adherence = study.table["adherence"]
+    assert adherence[1].value > adherence[0].value and adherence[1].n == 12 and adherence[1].method == "wilson"
+    assert study.table["diversity"][1].value < study.table["diversity"][0].value
+    # the paired difference is the same samples' difference, with an interval around it
+    gain = study.difference("adherence", {"w": 3.0}, {"w": 0.0})
+    assert gain.value == pytest.approx(adherence[1].value - adherence[0].value) and gain.low <= gain.value <= gain.high
+    assert study.estimate("adherence", w=3.0) is adherence[1]
     assert study.images.shape == (4, 1, 8, 8) and len(study.labels) == 4
-    assert "adherence" in study.text() and study.curve().axes[0].get_xlabel() == "w"
+    text = study.text()
+    assert "adherence" in text and f"[{adherence[1].low:.{adherence[1].decimals}f}," in text  # intervals printed
+    axes = study.curve().axes[0]
+    assert axes.get_xlabel() == "w" and axes.containers  # error bars drawn
 
 
 def test_inpaint_study_reports_zero_error_in_the_known_region(den):
@@ -202,6 +210,8 @@ def test_inpaint_study_reports_zero_error_in_the_known_region(den):
         "inpaint", den, image=image, masks={"top": box_mask(8, top=0, left=0, height=2, width=8)}, steps=10
     )
     assert study.table["known_region_max_error"] == [0.0]
+    with pytest.raises(CourseError, match="valid measures"):
+        study.difference("reads_as_lable", {"mask": "top"}, {"mask": "top"})
 
 
 def test_studies_of_models_without_the_classifier_measure_what_they_can():
@@ -234,3 +244,28 @@ def test_cfg_study_runs_with_either_sampler(den):
     assert not torch.equal(ddim.images, ddpm.images)
     with pytest.raises(CourseError, match="valid update rules: ddpm, ddim"):
         run_study("cfg", den, conditions=["4"], scales=[1.0], samples_per_condition=2, steps=5, update="euler")
+
+
+def test_guidance_branches_run_as_one_batch_with_the_same_result(den):
+    from course_utils.sampling.guidance import evaluate_together
+
+    calls = []
+
+    def counting(x, t, cond):
+        calls.append(x.shape[0])
+        return den(x, t, cond)
+
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.full((3,), 400)
+    cond, null = den.condition(["1", "2", "3"]), den.null_condition(3)
+    together = evaluate_together(counting, [(x, t, cond), (x, t, null)])
+    assert calls == [6]  # one call of both branches
+    for got, c in zip(together, (cond, null), strict=True):
+        torch.testing.assert_close(got, den(x, t, c), atol=1e-5, rtol=1e-5)
+    calls.clear()
+    pairs = [(x, t, (cond, cond)), (x, t, (null, null))]  # pairs (an anagram's) cannot be concatenated
+    evaluate_together(lambda x, t, c: calls.append(x.shape[0]) or x, pairs)
+    assert calls == [3, 3]
+    calls.clear()
+    low, high = evaluate_together(counting, [(x, t, null), (x, t, null)])  # the same call twice runs once
+    assert calls == [3] and low is high

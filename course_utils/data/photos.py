@@ -17,6 +17,7 @@ from course_utils.errors import CourseError, check_choice
 
 __all__ = [
     "PHOTOS",
+    "example_batch",
     "example_image",
     "example_label",
     "fit_image",
@@ -68,6 +69,21 @@ def example_label(sample_shape: tuple[int, int, int], *, digit_index: int = 0) -
     if tuple(sample_shape) != (1, 8, 8):
         return None
     return int(load_digits_split().y_test[digit_index])
+
+
+def example_batch(sample_shape: tuple[int, int, int], *, n: int = 64) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Clean test images to measure a denoiser on, ``(N, *sample_shape)`` in ``[-1, 1]``, and their labels ``(N,)``.
+
+    The digits model gets the first ``n`` held-out test digits (and their digits); RGB models get the bundled photos
+    (:data:`PHOTOS`, at most ``n`` of them) at their resolution, and no labels.
+    """
+    if n < 1:
+        raise CourseError(f"n must be at least 1, got {n}")
+    if tuple(sample_shape) == (1, 8, 8):
+        split = load_digits_split()
+        return split.x_test[:n], split.y_test[:n]
+    example_image(sample_shape)  # refuses a shape without example images
+    return torch.cat([load_photo(name, size=sample_shape[1]) for name in PHOTOS[:n]]), None
 
 
 def fit_image(image: torch.Tensor, sample_shape: tuple[int, int, int]) -> torch.Tensor:

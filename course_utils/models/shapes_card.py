@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 
@@ -27,6 +26,7 @@ from course_utils.data.shapes import COLOURS, ShapesDataset, caption
 from course_utils.metrics import diversity
 from course_utils.models.shapes_clip import clip_score
 from course_utils.models.shapes_judge import SCORED, ShapesJudge, adherence
+from course_utils.stats import Estimate, bootstrap_mean, proportion
 
 __all__ = ["CardSettings", "generate", "measure", "write_card"]
 
@@ -130,16 +130,16 @@ def measure(
         rows.append(
             {
                 "guidance": w,
-                "adherence": score.overall,
-                "exact": score.exact,
-                **{f"adherence_{k}": v for k, v in score.per_attribute.items()},
-                "clip_score": float(clip_score(*clip, images, prompts).mean()),
-                "diversity": float(np.mean([diversity(g) for g in groups])),
+                "adherence": bootstrap_mean(score.per_sample),  # per picture: the share of its attributes right
+                "exact": proportion(score.per_sample == 1.0),
+                **{f"adherence_{k}": proportion(v) for k, v in score.checks.items()},
+                "clip_score": bootstrap_mean(clip_score(*clip, images, prompts)),
+                "diversity": bootstrap_mean([diversity(g) for g in groups]),  # per prompt
                 "seconds_per_image": seconds / len(prompts),
             }
         )
     result["guidance"] = rows
-    result["clip_score_real_images"] = float(clip_score(*clip, held_out.images[: s.prompts], prompts).mean())
+    result["clip_score_real_images"] = bootstrap_mean(clip_score(*clip, held_out.images[: s.prompts], prompts))
 
     # 2) steps: DDIM 10/25/50 against DDPM 1000 (guidance 7.5)
     few = prompts[: s.step_prompts]
@@ -153,7 +153,7 @@ def measure(
             {
                 "sampler": sampler,
                 "steps": n,
-                "adherence": adherence(judge, images, few).overall,
+                "adherence": bootstrap_mean(adherence(judge, images, few).per_sample),
                 "seconds_per_image": seconds / len(few),
             }
         )
@@ -168,8 +168,8 @@ def measure(
         negative.append(
             {
                 "colour": colour,
-                "without": plain.frequency("colour", colour),
-                "with": avoided.frequency("colour", colour),
+                "without": proportion(plain.found_as("colour", colour)),
+                "with": proportion(avoided.found_as("colour", colour)),
             }
         )
     result["negative_prompt"] = {"chance": 1 / len(COLOURS), "n_prompts": len(colourless), "rows": negative}
@@ -214,13 +214,15 @@ def write_card(path: Path, metrics: dict, *, clip_metrics: dict, sizes: dict[str
         "| --- " * (5 + len(attrs)) + "|",
     ]
     for row in g:
-        cells = [f"{row['guidance']:g}", f"{row['adherence']:.3f}", f"{row['exact']:.3f}"]
-        cells += [f"{row[f'adherence_{k}']:.3f}" for k in attrs]
-        cells += [f"{row['clip_score']:.1f}", f"{row['diversity']:.3f}"]
+        cells = [f"{row['guidance']:g}", *(str(row[k]) for k in ("adherence", "exact"))]
+        cells += [str(row[f"adherence_{k}"]) for k in attrs]
+        cells += [str(row["clip_score"]), str(row["diversity"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"CLIP score of the real held-out pictures with their captions: {metrics['clip_score_real_images']:.1f}.",
+        f"CLIP score of the real held-out pictures with their captions: {metrics['clip_score_real_images']}.",
+        "Every measure with its 95 % interval: bootstrap over prompts for means (adherence: the share of a picture's"
+        " named attributes the judge reads right, averaged over pictures), Wilson for shares.",
         f"Diversity: mean pairwise RMS distance (in [-1, 1] pixels) between {metrics['diversity']['samples']} samples"
         f" of one prompt, over {metrics['diversity']['prompts']} prompts.",
         "",
@@ -230,7 +232,7 @@ def write_card(path: Path, metrics: dict, *, clip_metrics: dict, sizes: dict[str
         "| --- | --- | --- | --- |",
     ]
     lines += [
-        f"| {r['sampler']} | {r['steps']} | {r['adherence']:.3f} | {r['seconds_per_image']:.4f} |"
+        f"| {r['sampler']} | {r['steps']} | {r['adherence']} | {r['seconds_per_image']:.4f} |"
         for r in metrics["steps"]
     ]
     neg = metrics["negative_prompt"]
@@ -245,16 +247,20 @@ def write_card(path: Path, metrics: dict, *, clip_metrics: dict, sizes: dict[str
         "| negative prompt | frequency without | frequency with |",
         "| --- | --- | --- |",
     ]
-    lines += [f'| "{r["colour"]}" | {r["without"]:.3f} | {r["with"]:.3f} |' for r in neg["rows"]]
+    lines += [f'| "{r["colour"]}" | {r["without"]} | {r["with"]} |' for r in neg["rows"]]
     lines += [
         "",
         "### The shapes CLIP (`data/models/shapes-clip`)",
         "",
         f"Held-out text → image top-1 retrieval among {clip_metrics['n_held_out']} images:"
-        f" {clip_metrics['retrieval_top1']:.3f} (chance {clip_metrics['retrieval_chance']:.4f}).",
+        f" {_estimate(clip_metrics['retrieval_top1'])} (chance {clip_metrics['retrieval_chance']:.4f}).",
         "",
         f"Sampling time: {g[-1]['seconds_per_image'] * 1000:.1f} ms per image (DDIM 25 steps, guidance 7.5, batches of"
         f" {metrics['batch_size']}, CPU, `make models`' machine).",
     ]
     (path / "README.md").write_text("\n".join(lines) + "\n")
-    (path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (path / "metrics.json").write_text(json.dumps(metrics, indent=2, default=Estimate.record) + "\n")
+
+
+def _estimate(record: dict) -> Estimate:
+    return Estimate(**record)

@@ -88,6 +88,7 @@ __all__ = [
     "load_shapes_clip",
     "pixel_values",
     "retrieval_chance",
+    "retrieval_hits",
     "retrieval_top1",
     "save_shapes_clip",
     "text_image_embeddings",
@@ -477,7 +478,12 @@ def clip_score(model: CLIPModel, processor: CLIPProcessor, images, captions: Seq
 
 
 def retrieval_top1(model: CLIPModel, processor: CLIPProcessor, images, captions: Sequence[str]) -> float:
-    """Text → image top-1 accuracy: the share of captions whose most similar image (among all ``N``) shows them.
+    """Text → image top-1 accuracy: the mean of :func:`retrieval_hits`."""
+    return float(retrieval_hits(model, processor, images, captions).mean())
+
+
+def retrieval_hits(model: CLIPModel, processor: CLIPProcessor, images, captions: Sequence[str]) -> np.ndarray:
+    """Per caption, whether its most similar image (among all ``N``) shows it: ``(N,)`` booleans.
 
     An image with the same caption as the query counts as a hit (duplicates are the same scene). Compare with
     :func:`retrieval_chance`, ``1 / N`` when the captions are distinct.
@@ -487,7 +493,7 @@ def retrieval_top1(model: CLIPModel, processor: CLIPProcessor, images, captions:
         raise CourseError(f"{len(images)} images but {len(captions)} captions")
     text, image = text_image_embeddings(model, processor, images, captions)
     best = (text @ image.T).argmax(dim=1).tolist()  # (N,)
-    return float(np.mean([captions[j] == captions[i] for i, j in enumerate(best)]))
+    return np.array([captions[j] == captions[i] for i, j in enumerate(best)], dtype=bool)
 
 
 def retrieval_chance(captions: Sequence[str]) -> float:

@@ -182,17 +182,22 @@ def read_images(judge: ShapesJudge, images, *, batch_size: int = 512) -> dict[st
     }
 
 
-def judge_accuracy(judge: ShapesJudge, images, scenes: Sequence[Scene]) -> dict[str, float]:
-    """Accuracy of the judge against ground truth: shape per slot (empty included), colour and size on occupied
-    slots, background, and ``mean_accuracy`` of the four."""
+def judge_hits(judge: ShapesJudge, images, scenes: Sequence[Scene]) -> dict[str, np.ndarray]:
+    """Per reading, whether the judge got it right: shape per slot (empty included), colour and size on occupied
+    slots, background; each a flat boolean array."""
     pred, y = read_images(judge, images), slot_targets(scenes)
     occupied = y["shape"] > 0
-    result = {
-        "shape": float((pred["shape"] == y["shape"]).float().mean()),
-        "colour": float((pred["colour"] == y["colour"])[occupied].float().mean()),
-        "size": float((pred["size"] == y["size"])[occupied].float().mean()),
-        "background": float((pred["background"] == y["background"]).float().mean()),
+    return {
+        "shape": (pred["shape"] == y["shape"]).flatten().numpy(),
+        "colour": (pred["colour"] == y["colour"])[occupied].numpy(),
+        "size": (pred["size"] == y["size"])[occupied].numpy(),
+        "background": (pred["background"] == y["background"]).numpy(),
     }
+
+
+def judge_accuracy(judge: ShapesJudge, images, scenes: Sequence[Scene]) -> dict[str, float]:
+    """Accuracy of the judge against ground truth (:func:`judge_hits`), and ``mean_accuracy`` of the four."""
+    result = {k: float(v.mean()) for k, v in judge_hits(judge, images, scenes).items()}
     result["mean_accuracy"] = float(np.mean(list(result.values())))
     return result
 
@@ -206,6 +211,7 @@ class Adherence:
         per_attribute: that share for each of :data:`SCORED` a prompt named (absent if none did).
         exact: share of samples right in every attribute their prompt names.
         per_sample: ``(n,)`` share of each sample's named attributes that hold.
+        checks: per attribute of :data:`SCORED`, whether each (sample, attribute) the prompts named holds.
         found: per sample, the attribute → value the judge read where the prompt put each object (``value_2`` for
             the second object), to count how often a value appears (e.g. for a negative prompt).
     """
@@ -215,10 +221,15 @@ class Adherence:
     exact: float
     per_sample: np.ndarray
     found: list[dict[str, str]] = field(repr=False)
+    checks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def found_as(self, key: str, value: str) -> np.ndarray:
+        """``(n,)`` booleans: in which samples the judge read ``key`` (e.g. ``"colour"``) as ``value`` (``"red"``)."""
+        return np.array([f.get(key) == value for f in self.found], dtype=bool)
 
     def frequency(self, key: str, value: str) -> float:
         """Share of samples in which the judge read ``key`` (e.g. ``"colour"``) as ``value`` (e.g. ``"red"``)."""
-        return float(np.mean([f.get(key) == value for f in self.found]))
+        return float(self.found_as(key, value).mean())
 
 
 def adherence(judge: ShapesJudge, images, prompts: Sequence[str]) -> Adherence:
@@ -260,4 +271,5 @@ def adherence(judge: ShapesJudge, images, prompts: Sequence[str]) -> Adherence:
         exact=float(np.mean([p == 1.0 for p in per_sample])),
         per_sample=np.asarray(per_sample),
         found=found,
+        checks={k: np.asarray(v, dtype=bool) for k, v in checks.items() if v},
     )

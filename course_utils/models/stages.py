@@ -32,7 +32,7 @@ from course_utils.data.digits import load_digits_split
 from course_utils.data.shapes import ShapesDataset, make_dataset, split_dataset, to_tensor
 from course_utils.denoisers import load_denoiser
 from course_utils.errors import check_choice
-from course_utils.metrics import digit_classifier
+from course_utils.metrics import digit_classifier, psnr_per_image
 from course_utils.models.digits import build_digits_scheduler, build_digits_unet, class_labels, save_digits_pipeline
 from course_utils.models.shapes_card import measure, write_card
 from course_utils.models.shapes_clip import (
@@ -42,11 +42,11 @@ from course_utils.models.shapes_clip import (
     build_shapes_tokenizer,
     load_shapes_clip,
     retrieval_chance,
-    retrieval_top1,
+    retrieval_hits,
     save_shapes_clip,
     train_shapes_clip,
 )
-from course_utils.models.shapes_judge import ShapesJudge, judge_accuracy, load_shapes_judge, train_shapes_judge
+from course_utils.models.shapes_judge import ShapesJudge, judge_hits, load_shapes_judge, train_shapes_judge
 from course_utils.models.shapes_sd import (
     P_OMIT,
     assemble_pipeline,
@@ -57,13 +57,14 @@ from course_utils.models.shapes_sd import (
 from course_utils.models.shapes_sd import P_UNCOND as P_EMPTY_PROMPT
 from course_utils.models.shapes_vae import (
     build_shapes_vae,
+    decode,
     encode,
     load_shapes_vae,
-    reconstruction_psnr,
     save_shapes_vae,
     train_shapes_vae,
 )
 from course_utils.runtime import quiet_loading
+from course_utils.stats import Estimate, bootstrap_mean, proportion, wilson
 from course_utils.studies import run_study
 from course_utils.training.loop import TrainConfig, train_denoiser
 
@@ -113,13 +114,13 @@ def build_digits(out: Path, *, config: TrainConfig = DIGITS_CONFIG, train: bool 
         metrics["train_seconds"] = seconds
     _keep_train_seconds(path, metrics)
     _write_digits_card(path, metrics, config)
-    print("digits DDPM:", ", ".join(f"{k} = {v:.3f}" for k, v in metrics.items() if isinstance(v, float)))
+    print("digits DDPM:", ", ".join(f"{k} = {v}" for k, v in metrics.items() if isinstance(v, Estimate)))
     return metrics
 
 
-def _agreement(den: object, *, scales: tuple[float, ...] = (1.0, 3.0)) -> dict[str, float]:
+def _agreement(den: object, *, scales: tuple[float, ...] = (1.0, 3.0)) -> dict[str, Estimate]:
     """Held-out accuracy of the classifier, and agreement at each guidance scale (the week-2 CFG study,
-    50 samples per digit, DDIM 50 steps, seed 0)."""
+    50 samples per digit, DDIM 50 steps, seed 0), each with its 95 % Wilson interval."""
     study = run_study(
         "cfg",
         den,
@@ -130,7 +131,8 @@ def _agreement(den: object, *, scales: tuple[float, ...] = (1.0, 3.0)) -> dict[s
         seed=0,
         update="ddim",
     )
-    result = {"held_out_accuracy": digit_classifier().held_out_accuracy}
+    n_test = len(load_digits_split().y_test)
+    result = {"held_out_accuracy": wilson(round(digit_classifier().held_out_accuracy * n_test), n_test)}
     result |= {f"agreement@{w:g}": a for w, a in zip(study.table["w"], study.table["adherence"], strict=True)}
     return result
 
@@ -157,7 +159,10 @@ def _write_digits_card(path: Path, metrics: dict, config: TrainConfig) -> None:
         "| metric | value |",
         "| --- | --- |",
     ]
-    lines += [f"| {k} | {v:.3f} |" for k, v in metrics.items() if isinstance(v, float)]
+    lines += [f"| {k} | {v} |" for k, v in metrics.items() if isinstance(v, Estimate)]
+    lines += ["", "Intervals: 95 % Wilson score intervals."]
+    if "train_seconds" in metrics:
+        lines += ["", f"Training took {metrics['train_seconds']:.0f} s on the machine that ran `make models`."]
     (path / "README.md").write_text("\n".join(lines) + "\n")
 
 
@@ -193,7 +198,7 @@ def build_shapes_clip_stage(out: Path, *, train: bool = True, config: TrainConfi
         metrics["train_seconds"] = time.perf_counter() - started
         save_shapes_clip(ema, build_shapes_processor(tokenizer), path)
     model, processor = load_shapes_clip(path)
-    metrics["retrieval_top1"] = retrieval_top1(model, processor, held_out.images, held_out.captions)
+    metrics["retrieval_top1"] = proportion(retrieval_hits(model, processor, held_out.images, held_out.captions))
     metrics["retrieval_chance"] = retrieval_chance(held_out.captions)
     metrics["n_held_out"] = len(held_out)
     _keep_train_seconds(path, metrics)
@@ -221,7 +226,8 @@ def build_shapes_vae_stage(out: Path, *, train: bool = True, config: TrainConfig
         ema, _ = train_shapes_vae(vae, to_tensor(train_set.images), config=_checkpoints("shapes-vae", config))
         metrics["train_seconds"] = time.perf_counter() - started
         save_shapes_vae(ema, path)
-    metrics["reconstruction_psnr_db"] = reconstruction_psnr(load_shapes_vae(path), to_tensor(held_out.images))
+    vae, images = load_shapes_vae(path), to_tensor(held_out.images)
+    metrics["reconstruction_psnr_db"] = bootstrap_mean(psnr_per_image(decode(vae, encode(vae, images)), images))
     _keep_train_seconds(path, metrics)
     _small_card(
         path,
@@ -254,7 +260,8 @@ def build_shapes_judge_stage(out: Path, *, train: bool = True, config: TrainConf
         )
         metrics["train_seconds"] = time.perf_counter() - started
         ema.save_pretrained(path, safe_serialization=True)
-    metrics |= judge_accuracy(load_shapes_judge(path), held_out.images, held_out.scenes)
+    hits = judge_hits(load_shapes_judge(path), held_out.images, held_out.scenes)
+    metrics |= {reading: proportion(right) for reading, right in hits.items()}
     _keep_train_seconds(path, metrics)
     _small_card(
         path,
@@ -342,6 +349,7 @@ def _small_card(path: Path, *, title: str, about: str, load: str, config: TrainC
         "| --- | --- |",
     ]
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    lines += ["", "Intervals: 95 %, Wilson for shares, bootstrap over pictures for means."]
     (path / "README.md").write_text("\n".join(lines) + "\n")
 
 
@@ -352,7 +360,7 @@ def _keep_train_seconds(path: Path, metrics: dict) -> dict:
         previous = json.loads(file.read_text()).get("train_seconds")
         if previous is not None:
             metrics["train_seconds"] = previous
-    file.write_text(json.dumps(metrics, indent=2) + "\n")
+    file.write_text(json.dumps(metrics, indent=2, default=Estimate.record) + "\n")
     return metrics
 
 
@@ -370,14 +378,15 @@ def build_stage(name: str, out: Path, *, train: bool = True, digits_steps: int =
     if name == "shapes-clip":
         metrics = build_shapes_clip_stage(out, train=train)
         return (
-            f"shapes CLIP: held-out text→image top-1 {metrics['retrieval_top1']:.3f}"
+            f"shapes CLIP: held-out text→image top-1 {metrics['retrieval_top1']}"
             f" (chance {metrics['retrieval_chance']:.4f})"
         )
     if name == "shapes-vae":
         metrics = build_shapes_vae_stage(out, train=train)
-        return f"shapes VAE: held-out reconstruction {metrics['reconstruction_psnr_db']:.1f} dB"
+        return f"shapes VAE: held-out reconstruction {metrics['reconstruction_psnr_db']} dB"
     if name == "shapes-judge":
         metrics = build_shapes_judge_stage(out, train=train)
-        return f"shapes judge: held-out accuracy {metrics['mean_accuracy']:.3f}"
+        readings = ("shape", "colour", "size", "background")
+        return "shapes judge: held-out accuracy " + ", ".join(f"{k} {metrics[k]}" for k in readings)
     build_shapes_sd_stage(out, train=train)  # prints its own measures
     return None

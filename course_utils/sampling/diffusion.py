@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from course_utils.errors import CourseError, check_choice
 from course_utils.runtime import randn_like
-from course_utils.sampling.guidance import classifier_free_guidance
+from course_utils.sampling.guidance import classifier_free_guidance, evaluate_together
 from course_utils.sampling.schedules import NoiseSchedule
 
 __all__ = [
@@ -247,12 +247,13 @@ def _model_output(
     guidance_scale: float,
     guidance: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor],
 ) -> torch.Tensor:
-    """The (guided) network output at ``(x, t)``: one call, or two combined by ``guidance``."""
+    """The (guided) network output at ``(x, t)``: one call, or the conditional and unconditional outputs combined
+    by ``guidance`` (the two branches as one batch where they can be: :func:`evaluate_together`)."""
     t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-    out_cond = model(x, t_batch, cond)
     if uncond is None or guidance_scale == 1.0:
-        return out_cond
-    return guidance(out_cond, model(x, t_batch, uncond), guidance_scale)
+        return model(x, t_batch, cond)
+    out_cond, out_uncond = evaluate_together(model, [(x, t_batch, cond), (x, t_batch, uncond)])
+    return guidance(out_cond, out_uncond, guidance_scale)
 
 
 def denoise_steps(

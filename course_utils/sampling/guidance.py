@@ -14,7 +14,7 @@ Papers:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -73,6 +73,27 @@ def hybrid_combine(eps_low: torch.Tensor, eps_high: torch.Tensor, sigma: float) 
     return low_pass(eps_low, sigma) + high_pass(eps_high, sigma)
 
 
+def evaluate_together(model: Model, calls: Sequence[tuple[torch.Tensor, torch.Tensor, Any]]) -> list[torch.Tensor]:
+    """``[model(x, t, cond) for x, t, cond in calls]``, run as one batch where every ``cond`` is a tensor of one
+    shape (class labels, prompt embeddings): one network call of ``len(calls) × B`` instead of several small ones,
+    as diffusers' pipelines batch the two branches of guidance. Other conditions run call by call. A call repeated
+    with the very same tensors (a hybrid's unconditional pair ``(∅, ∅)`` on one ``x_t``) runs once."""
+    unique: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
+    slot = []  # calls[i] is unique[slot[i]]
+    for call in calls:
+        same = [j for j, u in enumerate(unique) if all(a is b for a, b in zip(u, call, strict=True))]
+        if not same:
+            unique.append(call)
+        slot.append(same[0] if same else len(unique) - 1)
+    conds = [c for _, _, c in unique]
+    if len(unique) > 1 and all(isinstance(c, torch.Tensor) and c.shape == conds[0].shape for c in conds):
+        out = model(torch.cat([x for x, _, _ in unique]), torch.cat([t for _, t, _ in unique]), torch.cat(conds))
+        outputs = list(out.chunk(len(unique)))
+    else:
+        outputs = [model(x, t, c) for x, t, c in unique]
+    return [outputs[j] for j in slot]
+
+
 def _pair(cond: Any, technique: str) -> tuple[Any, Any]:
     if not (isinstance(cond, tuple | list) and len(cond) == 2):
         raise CourseError(f"{technique} conditions come in pairs (cond_a, cond_b), got {type(cond).__name__}")
@@ -90,7 +111,8 @@ def visual_anagram(model: Model, *, view: str | View = "rot180") -> Model:
 
     def anagram(x_t: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
         cond_a, cond_b = _pair(cond, "visual anagram")
-        return anagram_combine(model(x_t, t, cond_a), model(view.forward(x_t), t, cond_b), view)
+        eps_a, eps_b = evaluate_together(model, [(x_t, t, cond_a), (view.forward(x_t), t, cond_b)])
+        return anagram_combine(eps_a, eps_b, view)
 
     return anagram
 
@@ -106,6 +128,7 @@ def hybrid(model: Model, *, sigma: float) -> Model:
 
     def hybrid_model(x_t: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
         cond_low, cond_high = _pair(cond, "hybrid image")
-        return hybrid_combine(model(x_t, t, cond_low), model(x_t, t, cond_high), sigma)
+        eps_low, eps_high = evaluate_together(model, [(x_t, t, cond_low), (x_t, t, cond_high)])
+        return hybrid_combine(eps_low, eps_high, sigma)
 
     return hybrid_model

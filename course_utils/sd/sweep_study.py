@@ -16,7 +16,8 @@ Each image is measured with
 
 The result is a :class:`course_utils.studies.Study` (per-value means, the grid, the curves), written by
 :func:`save_sweep` as ``grid.png`` (rows: prompt × seed, columns: the values), ``metrics.csv`` (one row per
-image) and ``summary.csv`` (one row per value).
+image) and ``summary.csv`` (one row per value; each measure with its 95 % interval, ``<measure>_low`` and
+``<measure>_high``).
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from tqdm.auto import tqdm
 from course_utils.course.paths import MODELS_DIR
 from course_utils.data.images import from_pil
 from course_utils.errors import CourseError, check_choice
+from course_utils.metrics import diversity
 from course_utils.runtime import quiet_loading
-from course_utils.sd.pipeline import DEFAULT_MODEL_ID, LoadedPipeline, load_pipeline, sample
+from course_utils.sd.pipeline import DEFAULT_MODEL_ID, LoadedPipeline, load_pipeline, sample_batch
 from course_utils.sd.support import GenerationSettings, check_prompt, check_request
+from course_utils.stats import Estimate, bootstrap_mean
 from course_utils.studies import Study
 
 __all__ = ["SETTINGS", "SweepResult", "combine", "load_clip", "run_sweep", "save_sweep"]
@@ -130,6 +133,7 @@ def run_sweep(
     device: str = "auto",
     clip_model: str | None = "auto",
     judge: bool = True,
+    batch_size: int = 64,
     progress: bool = True,
 ) -> SweepResult:
     """Generate every (value, prompt, seed) with everything else fixed, and measure each image.
@@ -143,6 +147,10 @@ def run_sweep(
         clip_model: ``"auto"`` (the shapes CLIP for the course's model, else ``openai/clip-vit-base-patch32``), an id
             or folder, or ``None`` for no CLIP score.
         judge: score adherence where the model is the course's and the judge exists.
+        batch_size: images per pipeline call (:func:`course_utils.sd.pipeline.sample_batch`).
+
+    Every measure is reported with its 95 % interval, bootstrapped over prompts and seeds; with two seeds or more,
+    ``diversity`` (mean pairwise RMS distance between one prompt's images across seeds) is measured too.
     """
     # 1) check every value before loading anything
     check_choice("setting", setting, SETTINGS)
@@ -167,28 +175,28 @@ def run_sweep(
     pipelines: dict[str, LoadedPipeline] = {}
     rows: list[dict[str, Any]] = []
     tiles: list[tuple[int, int, torch.Tensor]] = []  # (row, column, image)
-    bar = tqdm(total=len(values) * len(prompts) * len(seeds), desc=f"sweep {setting}", disable=not progress)
+    grid_prompts = [prompt for prompt in prompts for _ in seeds]  # row-major: prompt × seed
+    grid_seeds = [seed for _ in prompts for seed in seeds]
+    bar = tqdm(total=len(values) * len(grid_prompts), desc=f"sweep {setting}", disable=not progress)
     for column, (value, (settings, _)) in enumerate(zip(values, checked, strict=True)):
         if settings.source not in pipelines:
             pipelines[settings.source] = load_pipeline(settings, device=device)
-        for p, prompt in enumerate(prompts):
-            for s, seed in enumerate(seeds):
-                [(_, image, seconds)] = sample(
-                    pipelines[settings.source], settings, prompt=prompt, seed=seed, progress=False
-                )
-                tensor = from_pil(image)
-                rows.append(
-                    {
-                        "value": value,
-                        "prompt": prompt,
-                        "seed": seed,
-                        "family": settings.family,
-                        "scheduler": settings.scheduler,
-                        "seconds": seconds,
-                    }
-                )
-                tiles.append((p * len(seeds) + s, column, tensor))
-                bar.update()
+        pictures, seconds = sample_batch(
+            pipelines[settings.source], settings, prompts=grid_prompts, seeds=grid_seeds, batch_size=batch_size
+        )
+        for row, (prompt, seed, image) in enumerate(zip(grid_prompts, grid_seeds, pictures, strict=True)):
+            rows.append(
+                {
+                    "value": value,
+                    "prompt": prompt,
+                    "seed": seed,
+                    "family": settings.family,
+                    "scheduler": settings.scheduler,
+                    "seconds": seconds,
+                }
+            )
+            tiles.append((row, column, from_pil(image)))
+        bar.update(len(grid_prompts))
     bar.close()
     families = {settings.family for settings, _ in checked}
     pipelines.clear()
@@ -208,7 +216,7 @@ def run_sweep(
         found = adherence(load_shapes_judge(COURSE_JUDGE), torch.stack(images), [r["prompt"] for r in rows])
         for row, share in zip(rows, found.per_sample.tolist(), strict=True):
             row["adherence"] = share
-    study = _study(setting, values, rows, tiles, len(prompts) * len(seeds))
+    study = _study(setting, values, rows, tiles, n_prompts=len(prompts), n_seeds=len(seeds))
     return SweepResult(setting, values, rows, images, study, warnings)
 
 
@@ -222,11 +230,22 @@ def _label(value: Any) -> str:
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _study(setting: str, values: list, rows: list[dict], tiles: list, n_rows: int) -> Study:
+def _study(setting: str, values: list, rows: list[dict], tiles: list, *, n_prompts: int, n_seeds: int) -> Study:
     measures = [m for m in ("adherence", "clip_score") if m in rows[0]]
     table: dict[str, list[Any]] = {setting: [_label(v) if not isinstance(v, int | float) else v for v in values]}
+    samples: dict[str, list[np.ndarray]] = {}
     for m in measures:  # wall times stay in the per-image rows (metrics.csv): they differ from run to run
-        table[m] = [float(np.mean([r[m] for r in rows if r["value"] == v])) for v in values]
+        for v in values:
+            grid = np.array([r[m] for r in rows if r["value"] == v], dtype=float).reshape(n_prompts, n_seeds)
+            table.setdefault(m, []).append(bootstrap_mean(grid))  # over prompts × seeds
+            samples.setdefault(m, []).append(grid)
+    if n_seeds >= 2:  # per prompt: how different its seeds' pictures are
+        measures.append("diversity")
+        for column in range(len(values)):
+            images = torch.stack([t for _, c, t in tiles if c == column]).view(n_prompts, n_seeds, *tiles[0][2].shape)
+            per_prompt = np.array([diversity(group) for group in images])
+            table.setdefault("diversity", []).append(bootstrap_mean(per_prompt))
+            samples.setdefault("diversity", []).append(per_prompt)
     order = sorted(range(len(tiles)), key=lambda i: (tiles[i][0], tiles[i][1]))  # row-major: prompt × seed, value
     labels = [f"{setting} = {_label(values[tiles[i][1]])}" if tiles[i][0] == 0 else "" for i in order]
     return Study(
@@ -237,6 +256,7 @@ def _study(setting: str, values: list, rows: list[dict], tiles: list, n_rows: in
         labels=labels,
         ncols=len(values),
         measures=measures,
+        samples=samples,
     )
 
 
@@ -249,6 +269,7 @@ def combine(studies: dict[str, Study], *, series: str) -> Study:
     table: dict[str, list[Any]] = {series: [name for name, s in studies.items() for _ in s.table[s.setting]]}
     for column in first.table:
         table[column] = [v for s in studies.values() for v in s.table[column]]
+    samples = {m: [v for s in studies.values() for v in s.samples[m]] for m in first.samples}
     return Study(
         name=f"{first.name} by {series}",
         setting=first.setting,
@@ -258,6 +279,7 @@ def combine(studies: dict[str, Study], *, series: str) -> Study:
         ncols=first.ncols,
         measures=first.measures,
         series=series,
+        samples=samples,
     )
 
 
@@ -277,8 +299,17 @@ def save_sweep(result: SweepResult, output_dir: str | Path) -> dict[str, Path]:
         writer.writeheader()
         for row in result.rows:
             writer.writerow({**row, "setting": result.setting, "value": _label(row["value"])})
+    table = result.study.table
+    header, columns = [], []
+    for name, values in table.items():  # an estimate becomes three columns: value, low, high (95 %)
+        if values and isinstance(values[0], Estimate):
+            header += [name, f"{name}_low", f"{name}_high"]
+            columns += [[v.value for v in values], [v.low for v in values], [v.high for v in values]]
+        else:
+            header.append(name)
+            columns.append(values)
     with paths["summary"].open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(list(result.study.table))
-        writer.writerows(zip(*result.study.table.values(), strict=True))
+        writer.writerow(header)
+        writer.writerows(zip(*columns, strict=True))
     return paths

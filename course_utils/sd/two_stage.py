@@ -24,6 +24,7 @@ from course_utils.course.registry import hf_token, resolve
 from course_utils.denoisers import _from_pretrained
 from course_utils.errors import CourseError
 from course_utils.runtime import resolve_device, resolve_dtype
+from course_utils.stats import bootstrap_mean
 from course_utils.studies import Study
 
 __all__ = ["load_two_stage", "two_stage_generate", "two_stage_study"]
@@ -102,21 +103,26 @@ def two_stage_study(
     clip_model: str | None = "openai/clip-vit-base-patch32",
 ) -> Study:
     """Every (stage I, stage II) step pair of ``steps`` on every prompt: a grid (rows: prompts; columns: pairs) of
-    the stage II pictures and, with ``clip_model``, their mean CLIP score per pair."""
+    the stage II pictures and, with ``clip_model``, their mean CLIP score per pair with its 95 % interval
+    (bootstrapped over prompts)."""
     pairs = [tuple(int(n) for n in pair) for pair in steps]
     if not pairs or not prompts:
         raise CourseError("the two-stage study needs at least one (stage I, stage II) pair and one prompt")
     stages = load_two_stage(stage_1, stage_2, device=device, dtype=dtype)
     results = [two_stage_generate(stages, prompts, steps=pair, seed=seed)[1] for pair in pairs]  # each (N, 3, H, W)
     table: dict[str, list[Any]] = {"steps (I, II)": [f"{a}, {b}" for a, b in pairs]}
-    measures = []
+    measures, samples = [], {}
     if clip_model is not None:
         from course_utils.metrics import clip_score
         from course_utils.sd.sweep_study import load_clip
 
         clip = load_clip(clip_model)
-        table["clip_score"] = [float(clip_score(*clip, images, list(prompts)).mean()) for images in results]
+        scores = [clip_score(*clip, images, list(prompts)).numpy() for images in results]
+        table["clip_score"] = [bootstrap_mean(per_prompt) for per_prompt in scores]
+        samples["clip_score"] = scores
         measures = ["clip_score"]
     images = [results[c][r] for r in range(len(prompts)) for c in range(len(pairs))]  # row-major: prompt, pair
     labels = [f"steps {a}, {b}" if r == 0 else "" for r in range(len(prompts)) for a, b in pairs]
-    return Study("two stages", "steps (I, II)", table, images, labels, ncols=len(pairs), measures=measures)
+    return Study(
+        "two stages", "steps (I, II)", table, images, labels, ncols=len(pairs), measures=measures, samples=samples
+    )
