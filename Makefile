@@ -9,7 +9,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
 ARGS ?=
 SUBMISSIONS ?= submissions
 
-.PHONY: setup run test test-fast notebooks models assignments grade bench lint clean
+.PHONY: setup run test test-fast notebooks setup-cells models assignments grade bench lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ notebooks: setup
 		(cd $$(dirname $$nb) && $(abspath $(VENV))/bin/jupyter nbconvert --to notebook --execute --inplace \
 			--ExecutePreprocessor.kernel_name=python3 $$(basename $$nb)) || exit 1; \
 	done
+
+# Rewrite every notebook's setup cell (the code cell after its title) from course_utils/course/colab.py's template.
+setup-cells: setup
+	$(PY) -m course_utils.course.colab
 
 models: setup
 	$(COURSE) models $(ARGS)
