@@ -300,8 +300,11 @@ def sync_setup_cells(root: str | Path | None = None) -> list[Path]:
 
 def main() -> None:
     """``python -m course_utils.course.colab``: :func:`sync_setup_cells` on this repository."""
-    for path in sync_setup_cells():
+    changed = sync_setup_cells()
+    for path in changed:
         print(f"wrote the setup cell of {path}")
+    if not changed:
+        print("every notebook's setup cell is the template's")
 
 
 if __name__ == "__main__":
