@@ -9,7 +9,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
 ARGS ?=
 SUBMISSIONS ?= submissions
 
-.PHONY: setup run test test-fast notebooks setup-cells models assignments grade bench lint clean
+.PHONY: setup run test test-fast notebooks setup-cells lab models assignments grade bench lint clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,11 @@ notebooks: setup
 # Rewrite every notebook's setup cell (the code cell after its title) from course_utils/course/colab.py's template.
 setup-cells: setup
 	$(PY) -m course_utils.course.colab
+
+# JupyterLab on the repository root; the notebooks default to the offline profile. As root it needs --allow-root.
+# make lab ARGS="--no-browser --port 8890"
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 models: setup
 	$(COURSE) models $(ARGS)
