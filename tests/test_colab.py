@@ -55,7 +55,11 @@ def restored(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_requirements_are_pyprojects_and_ipywidgets_admits_colabs_7x_and_the_local_pin():
     wanted = {Requirement(r).name: Requirement(r) for r in colab.requirements(ROOT)}
     assert {"torch", "diffusers", "transformers", "ipywidgets"} <= set(wanted)
-    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line)
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and line[0] != "#"
+    )
     for version in ("7.7.1", pins["ipywidgets"]):  # Colab's, and the local runs' exact pin
         assert wanted["ipywidgets"].specifier.contains(version), version
     assert not wanted["ipywidgets"].specifier.contains("7.5.1")  # the widgets' layout options need 7.6
@@ -285,7 +289,7 @@ def test_the_setup_cell_starts_week_1_on_a_colab_like_runtime(tmp_path: Path) ->
         (bin_dir / "git").write_text(STAND_IN_GIT.format(python=sys.executable, source=str(ROOT), log=str(log)))
         (bin_dir / "git").chmod(0o755)
         outer_bin = str(Path(sys.executable).parent)
-        path = [str(bin_dir), *(p for p in os.environ["PATH"].split(os.pathsep) if p != outer_bin)]
+        path = [str(bin_dir), str(python.parent), *(p for p in os.environ["PATH"].split(os.pathsep) if p != outer_bin)]
         env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME"}}
         env |= {"PATH": os.pathsep.join(path), "COURSE_ROOT": str(course)}
 
@@ -299,6 +303,7 @@ def test_the_setup_cell_starts_week_1_on_a_colab_like_runtime(tmp_path: Path) ->
             kernel.run(parameters)
             loaded = kernel.run(imports)
             where = kernel.run("import os, course_utils\nprint(os.getcwd())\nprint(course_utils.__file__)")
+            command = kernel.run("!python -m course_utils.course.cli --help")  # a command started from the notebook
             widgets = kernel.run(WIDGETS_CELL)
         finally:
             kernel.close()
@@ -311,6 +316,7 @@ def test_the_setup_cell_starts_week_1_on_a_colab_like_runtime(tmp_path: Path) ->
         assert "profile offline: course/digits-ddpm denoises images of shape (1, 8, 8), T = 1000" in loaded, loaded
         cwd, package = where.split()
         assert Path(cwd) == course / WEEK and Path(package) == course / "course_utils" / "__init__.py"
+        assert all(name in command for name in ("run", "generate", "assign")), command
         assert f"widgets {colab_brought['ipywidgets']} GridBox 1 3 (32, 32)" in widgets, widgets
         assert _versions(python) == colab_brought, "the setup cell must leave Colab's torch and ipywidgets alone"
         print(f"Colab-like start: {time.perf_counter() - started:.0f} s; the setup cell printed:\n{first}")
