@@ -9,7 +9,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
 ARGS ?=
 SUBMISSIONS ?= submissions
 
-.PHONY: setup run test test-isa test-fast notebooks models assignments grade bench lint clean
+.PHONY: setup run test test-isa test-fast notebooks setup-cells lab models assignments grade bench lint clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,15 @@ notebooks: setup
 		(cd $$(dirname $$nb) && $(abspath $(VENV))/bin/jupyter nbconvert --to notebook --execute --inplace \
 			--ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.store_widget_state=False $$(basename $$nb)) || exit 1; \
 	done
+
+# Rewrite every notebook's setup cell (the code cell after its title) from course_utils/course/colab.py's template.
+setup-cells: setup
+	$(PY) -m course_utils.course.colab
+
+# JupyterLab on the repository root; the notebooks default to the offline profile. As root it needs --allow-root.
+# make lab ARGS="--no-browser --port 8890"
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 models: setup
 	$(COURSE) models $(ARGS)

@@ -23,6 +23,8 @@ from typing import Any
 import nbformat
 import pytest
 
+from course_utils.course.colab import setup_cell
+
 pytestmark = pytest.mark.slow  # starts kernels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,6 +251,18 @@ def test_student_notebook_has_placeholders_and_only_public_tests(week_id: str, a
         assert public in text
     for hidden in spec.hidden:
         assert hidden not in text
+
+
+@pytest.mark.parametrize("week_id", list(WEEKS))
+def test_student_notebook_sets_up_before_otter_is_imported(week_id: str, assigned: dict[str, Any]) -> None:
+    """On Colab the setup cell installs otter-grader: otter's init cell (which otter puts first) must follow it."""
+    spec = WEEKS[week_id]
+    for built in ("student", "autograder"):
+        cells = nbformat.read(assigned["weeks"][week_id] / built / spec.notebook, as_version=4).cells
+        assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# Week"), built
+        assert cells[1].source == setup_cell(f"assignments/{spec.folder}"), built
+        assert cells[2].source.startswith("# Initialize Otter\nimport otter\n"), built
+        assert sum("import otter" in c.source for c in cells if c.cell_type == "code") == 1, built
 
 
 @pytest.mark.parametrize("week_id", list(WEEKS))

@@ -2,7 +2,8 @@
 
 - choosing: ``profiles`` (``offline`` | ``gpu`` → a model id per role, device, dtype), ``registry`` (every model
   id the course names, its family, mirrors for withdrawn repos, gated-repo hints, the token lookup), ``paths``
-  (where the repository keeps weeks, data and models; ``COURSE_ROOT`` overrides);
+  (where the repository keeps weeks, data and models; ``COURSE_ROOT`` overrides); ``colab`` (every notebook's
+  setup cell and what it calls on Colab: install what Colab lacks in the running kernel; standard library only);
 - faces: ``run`` (the papermill runner), ``grade`` (otter assign and grade), ``cli`` (``diffusion-course``, one
   subcommand per face).
 

@@ -9,7 +9,8 @@ A week's assignment is one notebook in otter assign format v1, ``assignments/<NN
 solutions, public and hidden tests are marked in that one notebook. ``assign`` runs ``otter assign`` on
 each, which writes ``<out>/<NN>_<slug>/student/<name>.ipynb`` (solutions and hidden tests removed) and
 ``<out>/<NN>_<slug>/autograder/`` (the solution notebook and ``autograder.zip``); the solution is graded
-against every test on the way and must score full marks.
+against every test on the way and must score full marks. In both notebooks otter's init cell (``import otter``)
+then follows the setup cell (on Colab the setup cell installs otter-grader), not the other way round.
 
 ``grade`` runs ``otter run`` (no Docker: submissions execute on a kernel of *this* interpreter, which must
 import ``course_utils``) on every ``*.ipynb`` under SUBMISSIONS, keeps each run's ``results.json`` and log
@@ -38,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from course_utils.course.colab import is_setup_cell
 from course_utils.course.paths import ROOT, select_weeks, week_folders
 from course_utils.errors import ArgumentParser, CourseError, check_choice, main_guard
 
@@ -50,6 +52,7 @@ __all__ = [
     "find_submissions",
     "grade",
     "grade_one",
+    "init_after_setup",
     "main",
     "read_questions",
     "sources",
@@ -62,6 +65,8 @@ DEFAULT_GRADES = Path("build/grades")
 AUTOGRADER_ZIP = "autograder.zip"
 ASSIGN_TIMEOUT_S = 1800
 DEFAULT_JOBS = min(4, os.cpu_count() or 1)
+OTTER_INIT = "# Initialize Otter\nimport otter\n"
+"""How otter assign's init cell begins."""
 ERROR_LINE = re.compile(r"^[\w.]*(Error|Exception|Exit)\w*:")
 
 
@@ -191,7 +196,27 @@ def assign(source: Path, *, week: str, out: Path) -> Built:
     if not zips:
         raise CourseError(f"otter assign wrote no autograder zip for week {week} under {result / 'autograder'}")
     autograder = zips[-1].replace(result / "autograder" / AUTOGRADER_ZIP)
+    for notebook in (result / "student" / source.name, result / "autograder" / source.name):
+        if notebook.is_file():
+            init_after_setup(notebook)
     return Built(week=week, student=result / "student" / source.name, autograder=autograder, seconds=seconds)
+
+
+def init_after_setup(notebook: Path) -> bool:
+    """Move otter's init cell (``import otter``, which otter assign puts first) to just after the notebook's setup
+    cell (:mod:`course_utils.course.colab`), so that on Colab the setup cell installs otter-grader before the init
+    cell imports it. Returns whether it moved (nothing to move: no setup cell, or no init cell)."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    setups = [i for i, cell in enumerate(nb.cells) if is_setup_cell(cell)]
+    inits = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code" and OTTER_INIT in cell.source]
+    if len(setups) != 1 or len(inits) != 1 or inits[0] > setups[0]:
+        return False
+    init = nb.cells.pop(inits[0])
+    nb.cells.insert(setups[0], init)  # the setup cell moved up by one
+    nbformat.write(nb, notebook)
+    return True
 
 
 # ---- grade ------------------------------------------------------------------------------------------------
