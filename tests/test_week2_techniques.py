@@ -269,3 +269,7 @@ def test_guidance_branches_run_as_one_batch_with_the_same_result(den):
     calls.clear()
     low, high = evaluate_together(counting, [(x, t, null), (x, t, null)])  # the same call twice runs once
     assert calls == [3] and low is high
+    calls.clear()
+    scale = torch.tensor([2.0])  # one condition for the whole batch: it broadcasts, it cannot be stacked
+    evaluate_together(lambda x, t, c: calls.append(x.shape[0]) or x * c, [(x, t, scale), (x, t, scale + 1)])
+    assert calls == [3, 3]

@@ -75,7 +75,7 @@ def hybrid_combine(eps_low: torch.Tensor, eps_high: torch.Tensor, sigma: float) 
 
 def evaluate_together(model: Model, calls: Sequence[tuple[torch.Tensor, torch.Tensor, Any]]) -> list[torch.Tensor]:
     """``[model(x, t, cond) for x, t, cond in calls]``, run as one batch where every ``cond`` is a tensor of one
-    shape (class labels, prompt embeddings): one network call of ``len(calls) × B`` instead of several small ones,
+    shape with one row per image (class labels ``(B,)``, prompt embeddings ``(B, L, D)``): one network call of ``len(calls) × B`` instead of several small ones,
     as diffusers' pipelines batch the two branches of guidance. Other conditions run call by call. A call repeated
     with the very same tensors (a hybrid's unconditional pair ``(∅, ∅)`` on one ``x_t``) runs once."""
     unique: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
@@ -86,7 +86,11 @@ def evaluate_together(model: Model, calls: Sequence[tuple[torch.Tensor, torch.Te
             unique.append(call)
         slot.append(same[0] if same else len(unique) - 1)
     conds = [c for _, _, c in unique]
-    if len(unique) > 1 and all(isinstance(c, torch.Tensor) and c.shape == conds[0].shape for c in conds):
+    batched = all(  # one condition per image, of one shape: they stack along the batch
+        isinstance(c, torch.Tensor) and c.ndim > 0 and c.shape == conds[0].shape and c.shape[0] == x.shape[0]
+        for x, _, c in unique
+    )
+    if len(unique) > 1 and batched:
         out = model(torch.cat([x for x, _, _ in unique]), torch.cat([t for _, t, _ in unique]), torch.cat(conds))
         outputs = list(out.chunk(len(unique)))
     else:
