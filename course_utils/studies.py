@@ -77,6 +77,13 @@ class Study:
             raise CourseError(f"{self.name}: {len(rows)} rows have {where}; name the row by more columns")
         return rows[0]
 
+    def has(self, **where: Any) -> bool:
+        """Whether exactly one row has the columns ``where`` (a notebook's claims name rows its parameters may drop)."""
+        for column in where:
+            check_choice("column", column, self.table)
+        rows = range(len(self.table[self.setting]))
+        return sum(all(self.table[c][i] == v for c, v in where.items()) for i in rows) == 1
+
     def estimate(self, measure: str, **where: Any) -> Estimate:
         """The estimate of ``measure`` in the row ``where`` names."""
         check_choice("measure", measure, self.samples)

@@ -197,6 +197,9 @@ def test_cfg_study_measures_adherence_and_diversity(den):
     gain = study.difference("adherence", {"w": 3.0}, {"w": 0.0})
     assert gain.value == pytest.approx(adherence[1].value - adherence[0].value) and gain.low <= gain.value <= gain.high
     assert study.estimate("adherence", w=3.0) is adherence[1]
+    assert study.has(w=3.0) and not study.has(w=7.5)
+    with pytest.raises(CourseError, match="0 rows"):
+        study.estimate("adherence", w=7.5)
     assert study.images.shape == (4, 1, 8, 8) and len(study.labels) == 4
     text = study.text()
     assert "adherence" in text and f"[{adherence[1].low:.{adherence[1].decimals}f}," in text  # intervals printed

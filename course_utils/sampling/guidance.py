@@ -74,10 +74,13 @@ def hybrid_combine(eps_low: torch.Tensor, eps_high: torch.Tensor, sigma: float) 
 
 
 def evaluate_together(model: Model, calls: Sequence[tuple[torch.Tensor, torch.Tensor, Any]]) -> list[torch.Tensor]:
-    """``[model(x, t, cond) for x, t, cond in calls]``, run as one batch where every ``cond`` is a tensor of one
-    shape with one row per image (class labels ``(B,)``, prompt embeddings ``(B, L, D)``): one network call of ``len(calls) × B`` instead of several small ones,
-    as diffusers' pipelines batch the two branches of guidance. Other conditions run call by call. A call repeated
-    with the very same tensors (a hybrid's unconditional pair ``(∅, ∅)`` on one ``x_t``) runs once."""
+    """``[model(x, t, cond) for x, t, cond in calls]``, run as one batch.
+
+    Where every ``cond`` is a tensor of one shape with one row per image (class labels ``(B,)``, prompt
+    embeddings ``(B, L, D)``), the calls stack into one network call of ``len(calls) × B`` instead of several
+    small ones, as diffusers' pipelines batch the two branches of guidance. Other conditions run call by call.
+    A call repeated with the very same tensors (a hybrid's unconditional pair ``(∅, ∅)`` on one ``x_t``) runs
+    once."""
     unique: list[tuple[torch.Tensor, torch.Tensor, Any]] = []
     slot = []  # calls[i] is unique[slot[i]]
     for call in calls:
