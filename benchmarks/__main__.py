@@ -1,7 +1,12 @@
-"""``make bench``: the course's hand-written samplers against diffusers' schedulers on the same model.
+"""``make bench`` (``diffusion-course bench``): ratios against a reference, measured in one run.
 
-Prints wall time per sampling loop and the ratio course / diffusers (≈ 1 means the readable loop costs
-nothing extra). Run on an otherwise idle machine; each timing is the median of ``--repeats`` runs.
+- ``sampling``: the course's hand-written samplers against diffusers' schedulers on the same model: wall time per
+  sampling loop and the ratio course / diffusers (≈ 1 means the readable loop costs nothing extra); each timing is
+  the median of ``--repeats`` runs;
+- ``training``: the course's digits recipe against diffusers' reference recipe on one wall-clock budget
+  (:mod:`benchmarks.training`), mean ± sd over ``--seeds``, and the course recipe's time to ≥ 98 % agreement.
+
+``--short`` runs both briefly (a smoke test of the benchmark, not a measurement). Run on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from course_utils.denoisers import load_denoiser
-from course_utils.errors import ArgumentParser, main_guard
+from course_utils.errors import ArgumentParser, check_choice, main_guard
 from course_utils.sampling.diffusion import ddim_sample, ddpm_sample
 from course_utils.sampling.schedules import NoiseSchedule
 
@@ -38,22 +43,20 @@ def _diffusers_loop(scheduler, den, x, cond) -> torch.Tensor:
     return x
 
 
-@main_guard
-def main(argv: list[str] | None = None, *, prog: str = "python -m benchmarks") -> int:
-    parser = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
+BENCHES = ("sampling", "training")
+
+
+def sampling_bench(*, batch: int, steps: int, repeats: int) -> None:
+    """Print the sampler timings (see the module docstring)."""
     den = load_denoiser("course/digits-ddpm", device="cpu")
-    cond = den.condition([i % 10 for i in range(args.batch)])
-    x_T = den.noise(args.batch, generator=torch.Generator().manual_seed(0))
+    cond = den.condition([i % 10 for i in range(batch)])
+    x_T = den.noise(batch, generator=torch.Generator().manual_seed(0))
     threads = torch.get_num_threads()
-    print(f"digits DDPM, batch {args.batch}, {args.steps} steps, median of {args.repeats} runs, {threads} threads")
+    print(f"digits DDPM, batch {batch}, {steps} steps, median of {repeats} runs, {threads} threads")
     print(f"{'loop':<6} {'course s':>9} {'diffusers s':>12} {'ratio':>6}")
     for name, scheduler_cls, sampler in [("ddpm", DDPMScheduler, ddpm_sample), ("ddim", DDIMScheduler, ddim_sample)]:
         scheduler = scheduler_cls(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True)
-        scheduler.set_timesteps(args.steps)
+        scheduler.set_timesteps(steps)
         ours = _median_seconds(
             functools.partial(
                 sampler,
@@ -64,10 +67,34 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m benchmarks") -
                 cond=cond,
                 generator=torch.Generator().manual_seed(1),
             ),
-            args.repeats,
+            repeats,
         )
-        theirs = _median_seconds(functools.partial(_diffusers_loop, scheduler, den, x_T, cond), args.repeats)
+        theirs = _median_seconds(functools.partial(_diffusers_loop, scheduler, den, x_T, cond), repeats)
         print(f"{name:<6} {ours:9.3f} {theirs:12.3f} {ours / theirs:6.2f}")
+
+
+@main_guard
+def main(argv: list[str] | None = None, *, prog: str = "python -m benchmarks") -> int:
+    parser = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated: {', '.join(BENCHES)}")
+    parser.add_argument("--short", action="store_true", help="a brief run of each (checks the benchmark runs)")
+    parser.add_argument("--batch", type=int, default=256, help="sampling: images per loop")
+    parser.add_argument("--steps", type=int, default=50, help="sampling: denoising steps")
+    parser.add_argument("--repeats", type=int, default=5, help="sampling: timings per loop (the median is shown)")
+    parser.add_argument("--budget", type=float, default=120.0, help="training: seconds of optimisation per recipe")
+    parser.add_argument("--seeds", default="0,1,2", help="training: comma-separated seeds")
+    parser.add_argument("--checkpoint-every", type=int, default=250, help="training: steps between agreement reads")
+    args = parser.parse_args(argv)
+    chosen = [check_choice("benchmark", name.strip(), BENCHES) for name in args.only.split(",") if name.strip()]
+    if args.short:
+        args.batch, args.steps, args.repeats, args.budget, args.checkpoint_every = 32, 10, 1, 5.0, 50
+    if "sampling" in chosen:
+        sampling_bench(batch=args.batch, steps=args.steps, repeats=args.repeats)
+    if "training" in chosen:
+        from benchmarks.training import run
+
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        run(budget=args.budget, seeds=seeds, checkpoint_every=args.checkpoint_every)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Figures: labeled image grids, denoising trajectories, schedule curves.
+"""Figures: labeled image grids, denoising trajectories, schedule curves, measured curves, training loss curves.
 
 Every function returns the matplotlib ``Figure`` (titles and axis labels set) and draws nothing else,
 so notebooks end a cell with it and tests can inspect it.
@@ -17,7 +17,7 @@ from course_utils.errors import CourseError
 from course_utils.sampling.diffusion import DiffusionStep
 from course_utils.stats import Estimate
 
-__all__ = ["DrawingPad", "image_grid", "measured_curves", "schedule_curves", "trajectory_grid"]
+__all__ = ["DrawingPad", "image_grid", "loss_curve", "measured_curves", "schedule_curves", "trajectory_grid"]
 
 
 def image_grid(
@@ -75,6 +75,34 @@ def schedule_curves(curves: Mapping[str, torch.Tensor], *, title: str = "Noise s
         ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curve(
+    losses: Sequence[float] | Mapping[str, Sequence[float]], *, title: str = "Training loss", window: int = 50
+) -> plt.Figure:
+    """The loss of every step (faint) and its running mean over ``window`` steps, against the step, on a log
+    scale; a mapping draws one run per name (as :func:`course_utils.training.loop.fit` returns them)."""
+    runs = losses if isinstance(losses, Mapping) else {"": losses}
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name, values in runs.items():
+        values = torch.as_tensor(list(values), dtype=torch.float64)
+        if values.numel() == 0:
+            raise CourseError(f"loss_curve: run {name!r} has no losses")
+        steps = torch.arange(1, values.numel() + 1)
+        (line,) = ax.plot(steps, values, alpha=0.25, linewidth=0.8)
+        width = max(1, min(window, values.numel()))
+        mean = values.cumsum(0)
+        mean[width:] = mean[width:] - mean[:-width].clone()
+        mean = mean / torch.arange(1, values.numel() + 1).clamp(max=width)
+        ax.plot(steps, mean, color=line.get_color(), label=f"{name} mean of {width}".strip())
+    ax.set_yscale("log")
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
     fig.tight_layout()
     return fig
 

@@ -75,3 +75,67 @@ def test_build_refuses_bad_input_in_one_line():
         text=True,
     )
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "steps must be positive" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from course_utils.models.digits import DigitsPipeline
+
+    pipe = DigitsPipeline.from_pretrained(MODELS_DIR / "digits-ddpm")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_the_pipeline_samples_the_requested_digits_in_one_call(pipe):
+    """A plain DDPMPipeline cannot sample this folder (its U-Net needs class labels); DigitsPipeline can."""
+    with pytest.raises(ValueError, match="class_labels should be provided"):
+        DDPMPipeline.from_pretrained(MODELS_DIR / "digits-ddpm")(num_inference_steps=2)
+    labels = torch.arange(10).repeat(3)
+    out = pipe(
+        class_labels=labels, guidance_scale=3.0, num_inference_steps=25, generator=torch.Generator().manual_seed(0)
+    )
+    assert len(out.images) == 30 and out.images[0].size == (8, 8)
+    images = pipe(
+        class_labels=labels, num_inference_steps=25, generator=torch.Generator().manual_seed(0), output_type="pt"
+    ).images  # (B, 1, 8, 8) in [0, 1]
+    assert images.shape == (30, 1, 8, 8) and 0 <= images.min() and images.max() <= 1
+    assert agreement(images * 2 - 1, labels) >= 0.9
+
+
+@pytest.mark.parametrize("w", [1.0, 3.0])
+def test_the_pipeline_equals_the_course_sampler_on_the_same_noise(pipe, den, w):
+    """With DDIM, DigitsPipeline's guided loop is the course's ddim_sample (same x_T, same timesteps)."""
+    from diffusers import DDIMScheduler
+
+    from course_utils.models.digits import DigitsPipeline
+
+    ddim = DigitsPipeline(unet=pipe.unet, scheduler=DDIMScheduler.from_config(pipe.scheduler.config))
+    ddim.set_progress_bar_config(disable=True)
+    labels = torch.tensor([0, 3, 7, 9])
+    ddim.scheduler.set_timesteps(20)
+    x_T = den.noise(4, generator=torch.Generator().manual_seed(5))
+    course = ddim_sample(
+        den,
+        x_T,
+        ddim.scheduler.timesteps.tolist(),
+        schedule=den.schedule,
+        cond=den.condition(labels.tolist()),
+        uncond=den.null_condition(4),
+        guidance_scale=w,
+    )
+    expected = (course / 2 + 0.5).clamp(0, 1)
+    got = ddim(
+        class_labels=labels,
+        guidance_scale=w,
+        num_inference_steps=20,
+        generator=torch.Generator().manual_seed(5),
+        output_type="pt",
+    ).images
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_pipeline_refuses_what_is_not_a_digit(pipe):
+    with pytest.raises(CourseError, match="digits 0-9"):
+        pipe(class_labels=[3, 10])
+    with pytest.raises(CourseError, match="output type"):
+        pipe(class_labels=[3], output_type="latent")

@@ -24,6 +24,7 @@ FACES = {
     "course_utils.sd.generate",
     "course_utils.sd.sweep",
     "course_utils.models.build",
+    "course_utils.training.train",
 }
 WINGS = ("sampling", "sd", "models", "data", "training", "course")
 

@@ -3,6 +3,7 @@
     diffusion-course --help
     diffusion-course run --weeks 01 --profile offline
     diffusion-course generate --prompt "a red circle on the left on a black background"
+    diffusion-course train digits --output_dir runs/digits --max-seconds 120
     diffusion-course grade submissions/
 
 Each subcommand is the very parser of its ``python -m course_utils.…`` form (:data:`COMMANDS` names the module),
@@ -40,6 +41,7 @@ COMMANDS: dict[str, Command] = {
     "generate": Command("course_utils.sd.generate", "text to image with a Stable Diffusion model: PNG + JSON sidecar"),
     "sweep": Command("course_utils.sd.sweep", "vary one generation setting, measure every image, write a grid"),
     "models": Command("course_utils.models.build", "retrain the offline models (seeded, resumable) and their cards"),
+    "train": Command("course_utils.training.train", "train a recipe (digits, …) with checkpoints and bit-exact resume"),
     "assign": Command("course_utils.course.grade", "build student notebooks and autograders (otter)", ("assign",)),
     "grade": Command("course_utils.course.grade", "grade a folder of executed submissions → scores.csv", ("grade",)),
     "bench": Command("benchmarks.__main__", "the course's samplers against diffusers' schedulers, as ratios"),

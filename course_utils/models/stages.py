@@ -77,6 +77,7 @@ __all__ = [
     "build_shapes_sd_stage",
     "build_shapes_vae_stage",
     "build_stage",
+    "digits_agreement",
     "shapes_data",
 ]
 
@@ -109,7 +110,7 @@ def build_digits(out: Path, *, config: TrainConfig = DIGITS_CONFIG, train: bool 
         seconds = time.perf_counter() - started
         save_digits_pipeline(ema, path)
         print(f"digits DDPM: trained {config.steps} steps in {seconds:.0f} s; saved to {path}")
-    metrics = _agreement(load_denoiser(str(path), device="cpu"))  # the folder just written
+    metrics = digits_agreement(load_denoiser(str(path), device="cpu"))  # the folder just written
     if seconds is not None:
         metrics["train_seconds"] = seconds
     _keep_train_seconds(path, metrics)
@@ -118,7 +119,7 @@ def build_digits(out: Path, *, config: TrainConfig = DIGITS_CONFIG, train: bool 
     return metrics
 
 
-def _agreement(den: object, *, scales: tuple[float, ...] = (1.0, 3.0)) -> dict[str, Estimate]:
+def digits_agreement(den: object, *, scales: tuple[float, ...] = (1.0, 3.0)) -> dict[str, Estimate]:
     """Held-out accuracy of the classifier, and agreement at each guidance scale (the week-2 CFG study,
     50 samples per digit, DDIM 50 steps, seed 0), each with its 95 % Wilson interval."""
     study = run_study(

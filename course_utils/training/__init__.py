@@ -1,8 +1,15 @@
-"""Training (beside the floors): the course's one training loop.
+"""Training (beside the floors): the course's one training loop, its checkpoints, its recipes and their command.
 
-``loop``: :func:`~course_utils.training.loop.fit` (EMA, checkpoints, resume) and the ε-prediction loop
-:func:`~course_utils.training.loop.train_denoiser` that every course model trains with.
+- ``loop``: :func:`~course_utils.training.loop.fit`, the one loop on 🤗 accelerate (AdamW, warm-up and cosine or
+  constant LR, gradient clipping, EMA, a progress bar, ``checkpoint-{step}/`` folders, bit-exact resume, a time
+  budget), and :func:`~course_utils.training.loop.train_denoiser`, the ε- (or v-) prediction loss on top of it that
+  every course model trains with; later fine-tunings (DreamBooth, LoRA) are configurations of ``fit`` with their
+  own loss and accelerate's save/load hooks;
+- ``checkpoints``: the ``checkpoint-{step}/`` folders: written into ``*.tmp`` and renamed, pruned to a total
+  limit afterwards, the newest complete one found, a run's fingerprint checked before resuming;
+- ``recipes``: what ``diffusion-course train RECIPE`` trains (``digits``, ``digits-ddpm``, ``digits-reference``);
+- ``train``: that command line (a face).
 
-May import ``sampling`` (the forward process it trains against), ``errors`` and ``runtime``; never ``sd``,
-``course`` or a face.
+May import ``sampling`` (the forward process it trains against), ``models`` and ``data`` (the recipes' models and
+data), ``plotting``, ``errors`` and ``runtime``; never ``sd``, ``course`` or a face.
 """

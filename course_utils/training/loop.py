@@ -1,52 +1,118 @@
-"""One training loop (:func:`fit`): seeded, EMA, progress bar, checkpoints, resume; ε-prediction on top of it.
+"""One training loop (:func:`fit`) on 🤗 accelerate: seeded, EMA, LR schedule, progress bar, checkpoints that a
+restarted run resumes from bit for bit; ε-prediction (:func:`train_denoiser`) on top of it.
 
-The loss is Ho et al. 2020, Algorithm 1: draw ``t ~ U{0..T-1}``, ``ε ~ N(0, I)``, form
-``x_t = q_sample(x_0, t, ε)`` and minimise ``‖ε − ε_θ(x_t, t, c)‖²``. The EMA of the weights
-(Ho et al. 2020, Appendix B) is what gets saved.
+The loss of :func:`train_denoiser` is Ho et al. 2020, Algorithm 1: draw ``t ~ U{0..T-1}``, ``ε ~ N(0, I)``, form
+``x_t = q_sample(x_0, t, ε)`` and minimise ``‖ε − ε_θ(x_t, t, c)‖²``. The EMA of the weights (Ho et al. 2020,
+Appendix B) is what gets returned and saved.
 
-A run writes ``checkpoint.pt`` (weights, EMA, optimizer, RNG state, step) every
-``checkpoint_every`` steps into ``checkpoint_dir``; starting again with the same directory resumes
-from the last one, so a killed run loses at most ``checkpoint_every`` steps.
+The same code runs on a CPU, one GPU, or several under ``accelerate launch`` (``accelerator.prepare`` places the
+model and wraps it for data parallelism; each process draws its own batches, so the effective batch is
+``batch_size × processes``). With ``checkpoint_dir`` set, a run writes ``checkpoint-{step}/`` folders there every
+``checkpoint_every`` steps and at its end (:mod:`course_utils.training.checkpoints`: ``accelerator.save_state``,
+the EMA, the generators, atomic rename, a total limit); starting again with the same folder resumes from the
+newest, so a killed run loses at most ``checkpoint_every`` steps and ends with the weights of an uninterrupted
+run: batches and noise come from a ``torch.Generator`` saved with the weights, never from the global RNG.
 """
 
 from __future__ import annotations
 
 import copy
-import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from course_utils.errors import CourseError
+from course_utils.errors import CourseError, check_choice
 from course_utils.sampling.diffusion import q_sample
+from course_utils.training.checkpoints import (
+    Progress,
+    check_fingerprint,
+    fingerprint,
+    load_checkpoint,
+    read_progress,
+    save_checkpoint,
+)
 
-__all__ = ["TrainConfig", "ema_update", "fit", "train_denoiser"]
+__all__ = [
+    "LR_SCHEDULES",
+    "PREDICTION_TYPES",
+    "TrainConfig",
+    "ema_decay_at",
+    "ema_update",
+    "fit",
+    "loss_weights",
+    "lr_factor",
+    "train_denoiser",
+    "v_target",
+]
+
+LR_SCHEDULES = ("cosine", "constant")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+BUDGET_FIELDS = ("checkpoint_every", "checkpoint_dir", "checkpoints_total_limit", "max_seconds")
+"""Fields of :class:`TrainConfig` that change when a run stops or what it keeps, not what it computes: a run may
+resume with other values of them."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyper-parameters of :func:`train_denoiser`."""
+    """Hyper-parameters of :func:`fit`.
+
+    Attributes:
+        steps: optimisation steps of the whole run (the LR schedule spans them).
+        batch_size: examples per step and process.
+        lr: AdamW's peak learning rate.
+        warmup_steps: linear warm-up from ``lr / warmup_steps`` to ``lr``.
+        lr_schedule: after warm-up, ``cosine`` (decay to 10 % of the peak at ``steps``) or ``constant``.
+        ema_decay: the EMA's decay ``β`` (0 keeps a copy of the last weights' path with weight 1 on the newest).
+        ema_warmup: use ``min(β, (1 + n) / (10 + n))`` at update ``n`` (diffusers' ``EMAModel`` default), so the
+            average forgets the random initialisation quickly.
+        grad_clip: clip the gradients' global norm to this (``None``: no clipping).
+        seed: seeds the global RNG (initialisation, dropout) and the batch and noise generator.
+        checkpoint_every: save a checkpoint every this many steps (and at the end).
+        checkpoint_dir: where the ``checkpoint-{step}/`` folders go; ``None``: no checkpoints.
+        checkpoints_total_limit: keep only the newest this many checkpoints (``None``: keep all).
+        max_seconds: stop (after a checkpoint) once this much optimisation time has been spent, summed over
+            resumed sessions; ``None``: no time budget.
+    """
 
     steps: int = 4000
     batch_size: int = 128
     lr: float = 2e-3
     warmup_steps: int = 200
+    lr_schedule: str = "cosine"
     ema_decay: float = 0.995
+    ema_warmup: bool = False
+    grad_clip: float | None = 1.0
     seed: int = 0
     checkpoint_every: int = 500
     checkpoint_dir: str | None = None
+    checkpoints_total_limit: int | None = 2
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise CourseError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise CourseError(f"TrainConfig.warmup_steps must be ≥ 0, got {self.warmup_steps}")
         if not 0 < self.lr < 1:
             raise CourseError(f"TrainConfig.lr must be in (0, 1), got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise CourseError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
+        check_choice("TrainConfig.lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise CourseError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip}")
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise CourseError(f"TrainConfig.checkpoints_total_limit must be ≥ 1, got {self.checkpoints_total_limit}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise CourseError(f"TrainConfig.max_seconds must be positive, got {self.max_seconds}")
+
+    def arithmetic(self) -> dict:
+        """The fields that decide what the run computes (all but :data:`BUDGET_FIELDS`)."""
+        return {k: v for k, v in asdict(self).items() if k not in BUDGET_FIELDS}
 
 
 @torch.no_grad()
@@ -56,12 +122,30 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         p_ema.lerp_(p, 1 - decay)
 
 
-def _lr_factor(step: int, config: TrainConfig) -> float:
-    # 1) linear warm-up, 2) cosine decay to 10 % of the peak
+def ema_decay_at(update: int, config: TrainConfig) -> float:
+    """The EMA decay at update ``update`` (0-based): ``config.ema_decay``, or with ``config.ema_warmup``
+    ``min(β, (1 + n) / (10 + n))``."""
+    if not config.ema_warmup:
+        return config.ema_decay
+    return min(config.ema_decay, (1 + update) / (10 + update))
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """The learning rate at ``step`` as a fraction of ``config.lr``."""
+    # 1) linear warm-up, 2) cosine decay to 10 % of the peak (or constant)
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
+    if config.lr_schedule == "constant":
+        return 1.0
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
     return 0.1 + 0.9 * 0.5 * (1 + torch.cos(torch.tensor(progress * torch.pi)).item())
+
+
+def _generator_seed(seed: int, process_index: int) -> int:
+    """Process 0 draws from ``seed`` itself; process ``i`` from a seed derived from ``(seed, i)``."""
+    if process_index == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, process_index]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def fit(
@@ -70,55 +154,111 @@ def fit(
     loss_fn: Callable[[torch.nn.Module, torch.Generator], torch.Tensor],
     config: TrainConfig = TrainConfig(),
     description: str = "training",
+    accelerator=None,
+    signature: dict | None = None,
 ) -> tuple[torch.nn.Module, list[float]]:
-    """The course's one training loop: AdamW with warm-up and cosine decay, gradient clipping, an EMA of
-    the weights, a tqdm bar, and checkpoints that a restarted run resumes from.
+    """The course's one training loop: AdamW with warm-up and cosine decay, gradient clipping, an EMA of the
+    weights, a progress bar with the loss, and ``checkpoint-{step}/`` folders that a restarted run resumes from.
 
     Args:
-        model: the module whose parameters are trained.
-        loss_fn: ``loss_fn(model, generator) -> loss``: draws its own batch with ``generator`` (seeded by
-            ``config.seed`` and saved in checkpoints, so a resumed run draws what the full run drew) and
-            returns a scalar loss.
+        model: the module whose parameters are trained (in place).
+        loss_fn: ``loss_fn(model, generator) -> loss``: draws its own batch and noise with ``generator`` (on the
+            CPU, seeded from ``config.seed`` and saved in checkpoints, so a resumed run draws what the full run
+            drew) and returns a scalar loss; tensors it builds belong on the model's device.
         config: see :class:`TrainConfig`.
+        accelerator: an ``accelerate.Accelerator`` (default: a new one). Pass your own to register
+            ``register_save_state_pre_hook`` / ``register_load_state_pre_hook`` hooks that save and load only
+            part of the model (adapters), or to set mixed precision.
+        signature: what else a resumed run must share with the checkpoint (a recipe's name and options).
 
     Returns:
-        (the EMA copy of the model, the loss of every step).
+        (the EMA copy of the model, unwrapped, in eval mode; the loss of every step of the run).
     """
-    gen = torch.Generator().manual_seed(config.seed)
+    from accelerate import Accelerator
+
+    accelerator = accelerator or Accelerator()
+    # 1) seeds, optimizer, schedule, accelerate
     torch.manual_seed(config.seed)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, config))
-    losses: list[float] = []
-    start = 0
-    ckpt = Path(config.checkpoint_dir) / "checkpoint.pt" if config.checkpoint_dir else None
-    if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        if state["config"] != asdict(config):
-            raise CourseError(f"{ckpt} was written with another configuration; delete it to start afresh")
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
-        losses, start = state["losses"], state["step"]
-    model.train()
-    bar = tqdm(range(start, config.steps), desc=description, initial=start, total=config.steps)
-    for step in bar:
-        loss = loss_fn(model, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        ema_update(ema, model, config.ema_decay)
-        losses.append(loss.item())
-        if step % 50 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-        if ckpt is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
-            _save_checkpoint(ckpt, model, ema, opt, sched, gen, losses, step + 1, config)
-    model.eval()
-    return ema, losses
+    generator = torch.Generator().manual_seed(_generator_seed(config.seed, accelerator.process_index))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    # accelerate steps a prepared schedule once per process and optimizer step: count optimizer steps
+    processes = accelerator.num_processes
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s // processes, config))
+    prepared, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
+    ema = copy.deepcopy(accelerator.unwrap_model(prepared)).eval().requires_grad_(False)
+    # 2) resume from the newest checkpoint of the same configuration
+    expected = fingerprint(
+        accelerator.unwrap_model(prepared), {**config.arithmetic(), **(signature or {})}, processes=processes
+    )
+    progress = Progress(fingerprint=expected)
+    folder = config.checkpoint_dir
+    found = read_progress(folder) if folder else None
+    if found is not None:
+        check_fingerprint(found, expected)  # before a weight loads
+        progress = load_checkpoint(accelerator, found.path, ema=ema, generator=generator)
+    # 3) the loop
+    earlier, session = list(progress.runs), {"from": progress.step, "steps": 0, "seconds": 0.0}
+    out_of_time = config.max_seconds is not None and progress.seconds >= config.max_seconds
+    bar = tqdm(
+        total=config.steps, initial=progress.step, desc=description, disable=not accelerator.is_local_main_process
+    )
+    prepared.train()
+    while progress.step < config.steps and not out_of_time:
+        started = time.perf_counter()
+        loss = loss_fn(prepared, generator)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if config.grad_clip is not None:
+            accelerator.clip_grad_norm_(prepared.parameters(), config.grad_clip)
+        optimizer.step()
+        schedule.step()
+        ema_update(ema, accelerator.unwrap_model(prepared), ema_decay_at(progress.step, config))
+        progress.losses.append(loss.item())
+        elapsed = time.perf_counter() - started
+        progress.step += 1
+        progress.seconds += elapsed
+        session["steps"] += 1
+        session["seconds"] += elapsed
+        out_of_time = _out_of_time(accelerator, progress.seconds, config.max_seconds)
+        bar.update(1)
+        if session["steps"] % 50 == 1 or progress.step == config.steps:
+            bar.set_postfix(loss=f"{np.mean(progress.losses[-50:]):.4f}")
+        if folder and (progress.step % config.checkpoint_every == 0 or progress.step == config.steps or out_of_time):
+            progress.runs = [*earlier, dict(session)]
+            save_checkpoint(
+                accelerator,
+                folder,
+                progress,
+                ema=ema,
+                generator=generator,
+                total_limit=config.checkpoints_total_limit,
+            )
+    bar.close()
+    prepared.eval()
+    return ema, progress.losses
+
+
+def _out_of_time(accelerator, seconds: float, max_seconds: float | None) -> bool:
+    """Has the time budget run out? With several processes, once any has spent it all stop together."""
+    if max_seconds is None:
+        return False
+    spent = seconds >= max_seconds
+    if accelerator.num_processes > 1:
+        flag = torch.tensor(float(spent), device=accelerator.device)
+        spent = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+    return spent
+
+
+def loss_weights(
+    t: torch.Tensor, alphas_cumprod: torch.Tensor, *, gamma: float, prediction_type: str = "epsilon"
+) -> torch.Tensor:
+    """Min-SNR-γ loss weights (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy",
+    eq. 9 and its v-prediction form): ``min(SNR_t, γ) / SNR_t`` for an ε loss, ``min(SNR_t, γ) / (SNR_t + 1)`` for
+    a v loss, with ``SNR_t = ᾱ_t / (1 − ᾱ_t)``. ``t`` ``(B,)`` → weights ``(B,)``."""
+    check_choice("prediction type", prediction_type, PREDICTION_TYPES)
+    alpha_bar = alphas_cumprod.to(t.device)[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    return snr.clamp(max=gamma) / (snr if prediction_type == "epsilon" else snr + 1)
 
 
 def train_denoiser(
@@ -129,52 +269,68 @@ def train_denoiser(
     alphas_cumprod: torch.Tensor,
     forward: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     drop_condition: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    prediction_type: str = "epsilon",
+    snr_gamma: float | None = None,
     config: TrainConfig = TrainConfig(),
     description: str = "training",
+    accelerator=None,
+    signature: dict | None = None,
 ) -> tuple[torch.nn.Module, list[float]]:
-    """Train ``model`` to predict ε on ``x0`` with conditions ``cond`` (Ho et al. 2020, Algorithm 1) with :func:`fit`.
+    """Train ``model`` to denoise ``x0`` with conditions ``cond`` (Ho et al. 2020, Algorithm 1) with :func:`fit`.
+
+    The target is ε (Ho et al. 2020) or ``v = √ᾱ_t ε − √(1 − ᾱ_t) x_0`` (Salimans & Ho 2022, eq. 9; for data of
+    unit variance this is the target of Karras et al. 2022's preconditioning); the squared error is averaged per
+    sample and, with ``snr_gamma``, weighted by :func:`loss_weights`.
 
     Args:
-        model: the network; ``forward(model, x_t, t, c)`` returns its ε estimate ``(B, C, H, W)``.
+        model: the network; ``forward(model, x_t, t, c)`` returns its ε (or v) estimate ``(B, C, H, W)``.
         x0: the training images ``(N, C, H, W)`` in ``[-1, 1]``.
         cond: one condition per image, ``(N, ...)`` (class labels, embeddings).
         alphas_cumprod: ᾱ of the training schedule, ``(T,)``.
         drop_condition: replaces some conditions by the null condition (classifier-free guidance
             training, Ho & Salimans 2022, Algorithm 1).
-        config: see :class:`TrainConfig`.
+        prediction_type: ``epsilon`` or ``v_prediction``.
+        snr_gamma: γ of the Min-SNR-γ weights; ``None``: unweighted.
+        config, accelerator, signature: see :func:`fit`.
 
     Returns:
         (EMA model, loss per step).
     """
+    check_choice("prediction type", prediction_type, PREDICTION_TYPES)
     num_timesteps = alphas_cumprod.shape[0]
 
-    def eps_loss(net: torch.nn.Module, gen: torch.Generator) -> torch.Tensor:
-        # 1) a batch and its conditions (some dropped), 2) t ~ U{0..T-1}, ε ~ N(0, I), 3) ‖ε − ε_θ(x_t, t, c)‖²
+    def denoising_loss(net: torch.nn.Module, gen: torch.Generator) -> torch.Tensor:
+        # 1) a batch and its conditions (some dropped), 2) t ~ U{0..T-1}, ε ~ N(0, I), x_t, 3) ‖target − out‖²
+        device = next(net.parameters()).device
         idx = torch.randint(0, x0.shape[0], (config.batch_size,), generator=gen)
         x, c = x0[idx], cond[idx]
         if drop_condition is not None:
             c = drop_condition(c, gen)
         t = torch.randint(0, num_timesteps, (config.batch_size,), generator=gen)
         eps = torch.randn(x.shape, generator=gen)
-        x_t = q_sample(x, t, eps, alphas_cumprod=alphas_cumprod)
-        return torch.nn.functional.mse_loss(forward(net, x_t, t, c), eps)
+        x, c, t, eps = x.to(device), c.to(device), t.to(device), eps.to(device)
+        abar = alphas_cumprod.to(device)
+        x_t = q_sample(x, t, eps, alphas_cumprod=abar)
+        out = forward(net, x_t, t, c)
+        if prediction_type == "epsilon" and snr_gamma is None:
+            return torch.nn.functional.mse_loss(out, eps)
+        target = eps if prediction_type == "epsilon" else v_target(x, t, eps, alphas_cumprod=abar)
+        per_sample = (out - target).pow(2).flatten(1).mean(dim=1)  # (B,)
+        if snr_gamma is not None:
+            per_sample = per_sample * loss_weights(t, abar, gamma=snr_gamma, prediction_type=prediction_type)
+        return per_sample.mean()
 
-    return fit(model, loss_fn=eps_loss, config=config, description=description)
+    return fit(
+        model,
+        loss_fn=denoising_loss,
+        config=config,
+        description=description,
+        accelerator=accelerator,
+        signature=signature,
+    )
 
 
-def _save_checkpoint(path: Path, model, ema, opt, sched, gen, losses, step: int, config: TrainConfig) -> None:
-    """Write atomically (temp file + rename) so a kill mid-write never leaves a broken checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "model": model.state_dict(),
-        "ema": ema.state_dict(),
-        "opt": opt.state_dict(),
-        "sched": sched.state_dict(),
-        "gen": gen.get_state(),
-        "losses": losses,
-        "step": step,
-        "config": asdict(config),
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def v_target(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, *, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """``v = √ᾱ_t ε − √(1 − ᾱ_t) x_0`` (Salimans & Ho 2022, eq. 9); shapes as ``x0`` ``(B, C, H, W)``."""
+    alpha_bar = alphas_cumprod[t].reshape(-1, *([1] * (x0.ndim - 1)))
+    return alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0
