@@ -105,6 +105,32 @@ WEEKS = {
             "test_q3_keeps_no_gradients",
         ),
     ),
+    "04": Week(
+        folder="04_unet_from_scratch",
+        notebook="unet_from_scratch.ipynb",
+        questions={"q1": 2, "q2": 3, "q3": 3, "q4": 2},
+        answers={
+            "q1": "def sinusoidal_embedding(",
+            "q2": "class TimeResBlock(",
+            "q3": "def eps_loss(",
+            "q4": "def train(",
+        },
+        public=(
+            "test_q1_matches_package",
+            "test_q2_matches_package",
+            "test_q3_matches_package",
+            "test_q4_learns_the_digits",
+        ),
+        hidden=(
+            "test_q1_matches_diffusers_at_any_t",
+            "test_q1_stays_on_the_device_of_t",
+            "test_q2_matches_diffusers_when_the_channels_change",
+            "test_q2_the_embedding_shifts_each_channel_and_no_shortcut_is_needed",
+            "test_q3_the_model_sees_x_t_and_t",
+            "test_q3_draws_only_from_its_generator_and_gradients_flow",
+            "test_q4_is_reproducible_and_draws_its_batches_from_the_generator",
+        ),
+    ),
 }
 VALID_WEEKS = ", ".join(WEEKS)
 # week 1, which the in-depth tests use

@@ -29,7 +29,9 @@ class Profile:
         examples: conditions per week-2 technique (``img2img`` prompt, ``anagram`` pairs with their view,
             ``hybrid`` pairs as (low frequencies, high frequencies)); for the Stable Diffusion week the models it
             compares (``sd_models``), its prompts (``sd_prompts``: name → prompt), the ``negative_prompt`` of the
-            negative-prompt study, and ``two_stage``: a (stage I, stage II) pair of model ids or ``None``.
+            negative-prompt study, and ``two_stage``: a (stage I, stage II) pair of model ids or ``None``; for the
+            from-scratch week, ``from_scratch``: the ``dataset`` its networks train on (a name of
+            :data:`course_utils.data.hub_datasets.NAMES`) and the ``image_size`` they see.
     """
 
     name: str
@@ -83,6 +85,7 @@ PROFILES: dict[str, Profile] = {
             },
             "negative_prompt": "white",
             "two_stage": None,
+            "from_scratch": {"dataset": "digits", "image_size": 8},
         },
     ),
     "gpu": Profile(
@@ -116,6 +119,7 @@ PROFILES: dict[str, Profile] = {
             },
             "negative_prompt": "blurry,unrealistic,low resolution, overexposed, unnatural colors",
             "two_stage": ["DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-II-L-v1.0"],
+            "from_scratch": {"dataset": "mnist", "image_size": 28},
         },
     ),
 }

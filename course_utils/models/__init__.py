@@ -1,6 +1,8 @@
 """The course's own models (floor: things) and their builders.
 
 - ``digits``: the class-conditional 8×8 digits DDPM (a diffusers ``UNet2DModel``);
+- ``course_unet``: the readable course U-Net (CS180 part B's "U" from named blocks: sinusoidal time embedding,
+  ResBlock, self- and cross-attention, each equal to diffusers' own), from ``D(z)`` to ``ε_θ(x_t, t, c)``;
 - ``shapes_clip``, ``shapes_vae``, ``shapes_judge``, ``shapes_sd``: the shapes world's CLIP, autoencoder,
   attribute judge and miniature Stable Diffusion; ``shapes_card``: the latter's measured model card;
 - ``stages``: each model's training, saving and measuring, as ``make models`` runs them; ``build``: that
