@@ -7,7 +7,8 @@
 - ``two_stage`` (DeepFloyd IF I → II), ``anatomy`` (a pipeline's components; a U-Net's parameters per block and
   feature-map shapes from forward hooks), ``panels`` (the ipywidgets panel);
 - ``attention_maps``: cross-attention maps over the prompt's tokens (a recording attention processor) and the share
-  of a word's attention mass inside its object;
+  of a word's attention mass inside its object; ``coarse_to_fine``: x̂₀ at every sampling step, when each frequency
+  band and patch settles, and the SNR per band (the algorithms are ``sampling.spectrum``);
 - faces: ``generate`` and ``sweep``, command-line parsing only.
 
 May import ``course`` (profiles, registry, paths), ``models``, ``data``, ``sampling`` and the top-level modules;
