@@ -233,3 +233,18 @@ def test_the_committed_models_shape_words_attend_to_their_objects(committed):
         [r["share"] for r in study.rows if r["scene"] < 2],
         rtol=1e-4,
     )
+
+
+def test_token_map_grid_shows_the_words(committed):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from course_utils.plotting import token_map_grid
+
+    images, maps = capture_cross_attention(committed, [PROMPT], num_inference_steps=2)
+    fig = token_map_grid(images[0], token_maps(maps)[0], maps.tokens[0], ncols=5, title=PROMPT)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[0] == "picture" and len(titles) == 1 + len(PROMPT.split())
+    assert [t.split(" (")[0] for t in titles[1:]] == PROMPT.split()
+    with pytest.raises(CourseError, match="no token"):
+        token_map_grid(images[0], token_maps(maps)[0], maps.tokens[0], show=[])

@@ -76,3 +76,18 @@ def test_coarse_to_fine_study_on_a_few_samples(committed):
         study.settle_table("frequencies")
     with pytest.raises(CourseError, match="not both"):
         coarse_to_fine_study(committed, data, n=2)
+
+
+def test_the_figures_label_their_axes(committed):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from course_utils.plotting import patch_settle_plot, settle_curves
+
+    study = coarse_to_fine_study(committed, make_dataset(3, seed=2027), num_inference_steps=6, spectrum_n=16)
+    fig = settle_curves(study)
+    left, right = fig.axes[:2]
+    assert "cycles per picture pixel" in left.get_xlabel() and "SNR" in right.get_ylabel()
+    assert len(left.containers) == 2  # an error-bar series per space
+    fig = patch_settle_plot(study)
+    assert "contrast" in fig.axes[0].get_xlabel() and fig.axes[0].get_title()

@@ -265,40 +265,54 @@ class CoarseToFineStudy:
             raise CourseError("every sample's patches settle at one step or share one contrast: no correlation")
         return bootstrap_mean(kept), int(len(rho) - len(kept))
 
-    def patch_terciles(self) -> list[dict[str, Any]]:
+    def tercile_estimates(self) -> dict[str, Any]:
         """The mean settle step of the low-, mid- and high-contrast third of the patches (terciles over all
         patches), each a mean over samples of the sample's patches in that third, with 95 % bootstrap intervals
-        over samples; and high minus low, paired over the samples that have both."""
+        over samples (the patches of one picture stay together); and high minus low, paired over the samples
+        that have both.
+
+        Returns:
+            ``{"bounds": [min, cut 1, cut 2, max], "patches": [count per third], "median contrast": [per third],
+            "settle": [Estimate per third], "high − low": Estimate}``.
+        """
         contrast, settle = self.contrast.numpy(), self.patch_settle.double().numpy()
         cuts = np.quantile(contrast, [1 / 3, 2 / 3])
-        third = np.digitize(contrast, cuts)  # 0, 1, 2
-        per_sample = np.full((len(contrast), 3), np.nan)
+        third = np.digitize(contrast, cuts)  # (N, patches): 0, 1, 2
+        per_sample = np.full((len(contrast), 3), np.nan)  # each sample's mean settle step in each third
         for k in range(3):
             hit = third == k
             counts = hit.sum(axis=1)
             sums = np.where(hit, settle, 0).sum(axis=1)
             per_sample[:, k] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        names = ("low", "mid", "high")
-        bounds = [contrast.min(), *cuts, contrast.max()]
-        rows = []
-        for k, name in enumerate(names):
-            column = per_sample[:, k][np.isfinite(per_sample[:, k])]
-            rows.append(
-                {
-                    "contrast third": name,
-                    "contrast range": f"{bounds[k]:.3f}–{bounds[k + 1]:.3f}",
-                    "patches": int((third == k).sum()),
-                    "settle step": bootstrap_mean(column).format(),
-                }
-            )
         both = np.isfinite(per_sample[:, 0]) & np.isfinite(per_sample[:, 2])
-        gap = difference(per_sample[both, 2], per_sample[both, 0])
+        return {
+            "bounds": [float(contrast.min()), *map(float, cuts), float(contrast.max())],
+            "patches": [int((third == k).sum()) for k in range(3)],
+            "median contrast": [float(np.median(contrast[third == k])) for k in range(3)],
+            "settle": [bootstrap_mean(per_sample[np.isfinite(per_sample[:, k]), k]) for k in range(3)],
+            "high − low": difference(per_sample[both, 2], per_sample[both, 0]),
+            "samples with both": int(both.sum()),
+        }
+
+    def patch_terciles(self) -> list[dict[str, Any]]:
+        """:meth:`tercile_estimates` as table rows: one per contrast third, and high − low."""
+        e = self.tercile_estimates()
+        bounds = e["bounds"]
+        rows = [
+            {
+                "contrast third": name,
+                "contrast range": f"{bounds[k]:.3f}–{bounds[k + 1]:.3f}",
+                "patches": e["patches"][k],
+                "settle step": e["settle"][k].format(),
+            }
+            for k, name in enumerate(("low", "mid", "high"))
+        ]
         rows.append(
             {
                 "contrast third": "high − low",
                 "contrast range": "",
-                "patches": int(both.sum()),
-                "settle step": gap.format(),
+                "patches": f"{e['samples with both']} samples",
+                "settle step": e["high − low"].format(),
             }
         )
         return rows
