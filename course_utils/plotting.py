@@ -1,4 +1,5 @@
-"""Figures: labeled image grids, denoising trajectories, schedule curves, measured curves, training loss curves.
+"""Figures: labeled image grids, denoising trajectories, schedule curves, measured curves, training loss curves,
+cross-attention maps over a picture, settle step and SNR against frequency, patch settle step against contrast.
 
 Every function returns the matplotlib ``Figure`` (titles and axis labels set) and draws nothing else,
 so notebooks end a cell with it and tests can inspect it.
@@ -15,9 +16,20 @@ import torch
 from course_utils.data.images import to_numpy_image
 from course_utils.errors import CourseError
 from course_utils.sampling.diffusion import DiffusionStep
+from course_utils.sampling.spectrum import band_centres, snr_crossing_steps
 from course_utils.stats import Estimate
 
-__all__ = ["DrawingPad", "image_grid", "loss_curve", "measured_curves", "schedule_curves", "trajectory_grid"]
+__all__ = [
+    "DrawingPad",
+    "image_grid",
+    "loss_curve",
+    "measured_curves",
+    "patch_settle_plot",
+    "schedule_curves",
+    "settle_curves",
+    "token_map_grid",
+    "trajectory_grid",
+]
 
 
 def image_grid(
@@ -140,6 +152,115 @@ def _bar(length: float) -> float:
     """An error bar's length: 0 for a bound on the wrong side (a percentile interval need not hold its mean) or an
     infinite one (a single measurement)."""
     return length if 0 < length < float("inf") else 0.0
+
+
+def _errorbars(ax: Any, xs: Sequence[float], estimates: Sequence[Estimate], **kwargs: Any) -> None:
+    ys = [e.value for e in estimates]
+    bars = [[_bar(e.value - e.low) for e in estimates], [_bar(e.high - e.value) for e in estimates]]
+    ax.errorbar(xs, ys, yerr=bars, capsize=3, **kwargs)
+
+
+def token_map_grid(
+    image: torch.Tensor,
+    maps: torch.Tensor,
+    tokens: Sequence[str],
+    *,
+    show: Sequence[int] | None = None,
+    ncols: int = 8,
+    title: str | None = None,
+    tile_size: float = 1.6,
+) -> plt.Figure:
+    """The picture ``(3, H, W)`` in ``[-1, 1]`` and after it each shown token's attention map ``maps[k]``
+    (``(tokens, h, w)``, e.g. :func:`course_utils.sd.attention_maps.token_maps` of one image) over a faint copy of
+    the picture, each latent pixel drawn as a block (nearest neighbour), titled with its token and its peak (each
+    map's colours span its own range), ``ncols`` tiles a row.
+
+    ``show``: the token indices to draw (default: every token but the start and end markers and padding).
+    """
+    words = [t.removesuffix("</w>") for t in tokens]
+    if show is None:
+        show = [k for k, w in enumerate(words) if not w.startswith("<|")]
+    if not show:
+        raise CourseError("token_map_grid: no token to show")
+    h, w = image.shape[-2:]
+    picture = to_numpy_image(image)
+    n = len(show) + 1
+    ncols = min(ncols, n)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(tile_size * ncols, (tile_size + 0.3) * nrows + 0.4), squeeze=False)
+    tiles = list(axes.flat)
+    tiles[0].imshow(picture, interpolation="nearest")
+    tiles[0].set_title("picture", fontsize=9)
+    for ax, k in zip(tiles[1:n], show, strict=True):
+        ax.imshow(picture, interpolation="nearest", alpha=0.35)
+        m = maps[k].detach().float().cpu().numpy()
+        ax.imshow(m, cmap="magma", alpha=0.75, interpolation="nearest", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+        ax.set_title(f"{words[k]} (max {m.max():.2f})", fontsize=9)
+    for ax in tiles:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def settle_curves(study: Any, *, title: str = "When each frequency band of x̂₀ settles") -> plt.Figure:
+    """Two panels for a :class:`course_utils.sd.coarse_to_fine.CoarseToFineStudy`: the mean settle step of each band
+    (95 % intervals as error bars) against the band's centre frequency, in cycles per picture pixel (latent bands
+    divided by the autoencoder's downsampling factor), for the latents and the decoded pixels, with the step from
+    which each band's SNR exceeds 1 (dashed); and SNR_t(f) of each latent band along sampling (log scale)."""
+    factor = study.trajectory.final_pixels.shape[-1] / study.trajectory.final_latents.shape[-1]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax = axes[0]
+    for space, per_pixel, marker in (("latents", factor, "o"), ("pixels", 1.0, "s")):
+        xs = (band_centres(study.edges[space]) / per_pixel).tolist()
+        _errorbars(ax, xs, study.settle_estimates(space), marker=marker, label=f"settle step ({space})")
+        crossing = snr_crossing_steps(study.snr[space]).tolist()
+        ax.plot(xs, crossing, marker=marker, linestyle="--", alpha=0.6, label=f"SNR > 1 from ({space})")
+    ax.set_xlabel("band centre frequency (cycles per picture pixel)")
+    ax.set_ylabel(f"sampling step (of {study.steps})")
+    ax.set_ylim(-0.5, study.steps + 0.5)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("settle step and SNR crossing per band", fontsize=9)
+    ax = axes[1]
+    snr = study.snr["latents"]
+    centres = band_centres(study.edges["latents"]).tolist()
+    for i in range(snr.shape[1]):
+        ax.semilogy(range(study.steps), snr[:, i].numpy(), label=f"band {i} (f ≈ {centres[i]:.2f}/latent px)")
+    ax.axhline(1.0, color="grey", linestyle=":", label="SNR = 1")
+    ax.set_xlabel("sampling step (t falls →)")
+    ax.set_ylabel("SNR_t(f) = ᾱ_t C(f) / (1 − ᾱ_t)")
+    ax.set_title("latent signal-to-noise ratio per band", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def patch_settle_plot(study: Any, *, title: str = "Patch settle step against contrast") -> plt.Figure:
+    """Each patch of a :class:`course_utils.sd.coarse_to_fine.CoarseToFineStudy` as a point (its contrast in the final
+    picture, its settle step, jittered a little so equal steps stay visible), and the mean settle step of the
+    low-, mid- and high-contrast thirds with their 95 % intervals over samples (at each third's median contrast)."""
+    import numpy as np
+
+    contrast = study.contrast.reshape(-1).numpy()
+    settle = study.patch_settle.reshape(-1).double().numpy()
+    jitter = np.random.default_rng(0).uniform(-0.2, 0.2, settle.shape)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.scatter(contrast, settle + jitter, s=6, alpha=0.3, label="patches")
+    terciles = study.tercile_estimates()
+    _errorbars(
+        ax, terciles["median contrast"], terciles["settle"], marker="o", color="black", label="mean per contrast third"
+    )
+    ax.set_xlabel("patch contrast (std of the final picture's pixels in the patch)")
+    ax.set_ylabel(f"settle step (of {study.steps})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
 
 
 class DrawingPad:

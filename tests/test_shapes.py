@@ -27,6 +27,7 @@ from course_utils.data.shapes import (
     export_imagefolder,
     load_imagefolder,
     make_dataset,
+    object_masks,
     parse_caption,
     prompt_attributes,
     render,
@@ -299,6 +300,50 @@ def test_single_objects_sit_at_their_named_position_despite_jitter():
         assert nearest_colour(img, mask) == obj.colour, caption(scene)
         offset = (centroid(mask) - 15.5) / (0.25 * 32)  # in units of the left/centre spacing
         assert np.abs(offset - direction[obj.position]).max() < 0.35, (caption(scene), offset)
+
+
+def recomposed(masks: np.ndarray, background: np.ndarray, colours: list[np.ndarray]) -> np.ndarray:
+    """The picture the coverage masks imply: each pixel the background and object colours blended by coverage."""
+    out = background * (1 - masks.sum(axis=0))[..., None]
+    return out + sum(c * m[..., None] for c, m in zip(colours, masks, strict=True))
+
+
+def test_object_masks_are_the_coverage_render_draws():
+    """Blending the background and the object colours by the masks rebuilds the canonical picture to within one
+    unit of rounding: the masks hold each pixel's covered fraction, edges included."""
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        scene = sample_scene(rng)
+        masks = object_masks(scene)
+        assert masks.shape == (len(scene.objects), 32, 32) and masks.dtype == np.float32
+        assert masks.min() >= 0 and masks.sum(axis=0).max() <= 1 + 1e-6
+        assert ((masks > 0) & (masks < 1)).any()  # anti-aliased edges
+        colours = [np.array(COLOUR_RGB[o.colour], float) for o in scene.objects]
+        rebuilt = recomposed(masks, np.array(BACKGROUND_RGB[scene.background], float), colours)
+        assert np.abs(rebuilt - render(scene)).max() <= 1.0, caption(scene)
+    assert object_masks(scene, size=64).shape == (len(scene.objects), 64, 64)
+    with pytest.raises(CourseError, match="at least 8"):
+        object_masks(scene, size=4)
+
+
+def test_object_masks_follow_the_jitter_of_the_same_generator_state():
+    """With the generator state a jittered render used, the masks are that picture's (shifted, scaled, rotated);
+    the canonical masks are not."""
+    rng = np.random.default_rng(12)
+    errors = {"replayed": [], "canonical": []}
+    for _ in range(40):
+        scene = sample_scene(rng)
+        state = rng.bit_generator.state
+        image = render(scene, rng=rng, jitter=MAX_JITTER).astype(float)
+        replay = np.random.default_rng()
+        replay.bit_generator.state = state
+        cases = {"replayed": object_masks(scene, rng=replay, jitter=MAX_JITTER), "canonical": object_masks(scene)}
+        for name, masks in cases.items():
+            # the jittered shades, read off the pixels each mask calls fully covered; the background off a corner
+            colours = [image[m > 0.999].mean(axis=0) if (m > 0.999).any() else np.zeros(3) for m in masks]
+            errors[name].append(np.abs(recomposed(masks, image[0, 0], colours) - image).max())
+    assert max(errors["replayed"]) <= 1.0  # rounding only
+    assert max(errors["canonical"]) > 50
 
 
 # ---------------------------------------------------------------------------------------------- exports

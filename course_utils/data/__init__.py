@@ -2,7 +2,8 @@
 
 - ``digits``: scikit-learn's 8×8 handwritten digits, split reproducibly;
 - ``photos``: scikit-image's photos, shipped drawings, the test image each denoiser sees;
-- ``shapes``: the captioned shapes world (seeded scenes, parseable captions, imagefolder and COCO export);
+- ``shapes``: the captioned shapes world (seeded scenes, parseable captions, object masks, imagefolder and COCO
+  export);
 - ``images``: pure image operations (Gaussian blur, tensor ↔ PIL / NumPy);
 - ``hub_datasets``: one loader for training from scratch: the bundled digits, MNIST and CIFAR-10 through Hugging
   Face ``datasets`` (the ``gpu`` profile's), or the same from a local copy.

@@ -17,6 +17,8 @@ Images are ``uint8`` arrays ``(H, W, 3)``, drawn at 4× and box-downsampled (ant
 passes its generator so that the pictures of one caption vary a little (:class:`Jitter`: offset, scale,
 rotation, shade), which keeps text-to-image generation a distribution, not a lookup table.
 :func:`to_tensor` turns them into the diffusion models' ``(N, 3, H, W)`` floats in ``[-1, 1]``.
+:func:`object_masks` says which pixels each object covers (the fraction of each pixel, from the same polygons and
+jitter draws as :func:`render`), so a measurement can ask what happens inside an object.
 
 Exports: a Hugging Face ``imagefolder`` (PNGs plus ``metadata.jsonl``, read back by
 :func:`load_imagefolder`) and COCO-style captions (PNGs plus ``captions.json``, readable by
@@ -60,6 +62,7 @@ __all__ = [
     "export_imagefolder",
     "load_imagefolder",
     "make_dataset",
+    "object_masks",
     "parse_caption",
     "prompt_attributes",
     "render",
@@ -436,6 +439,45 @@ def _shade(rgb: tuple[int, int, int], delta: np.ndarray) -> tuple[int, int, int]
     return int(r), int(g), int(b)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What :func:`render` draws: the background colour and, per object, its polygon (in supersampled pixels) and
+    colour, after the jitter draws."""
+
+    background: tuple[int, int, int]
+    polygons: tuple[tuple[tuple[float, float], ...], ...]
+    colours: tuple[tuple[int, int, int], ...]
+
+
+def _check_size(size: object) -> None:
+    if not isinstance(size, int) or size < 8:
+        raise CourseError(f"render size must be an integer of at least 8 pixels, got {size!r}")
+
+
+def _layout(scene: Scene, *, size: int, rng: np.random.Generator | None, jitter: Jitter | None) -> _Layout:
+    """The geometry and colours of ``scene`` at ``size``, drawing the jitter from ``rng`` in a fixed order (background
+    shade, then per object: offset, scale, rotation, tint), so a render and its masks see the same draws."""
+    if rng is None:
+        jitter = Jitter.none()
+        rng = np.random.default_rng(0)  # its draws are all scaled by zero
+    jitter = jitter or Jitter()
+    big = size * _SUPERSAMPLE
+    brightness = rng.uniform(-1, 1) * jitter.background_shade  # one shift for all channels: grey stays grey
+    background = _shade(BACKGROUND_RGB[scene.background], np.full(3, brightness))
+    polygons, colours = [], []
+    for obj in scene.objects:
+        offset = rng.uniform(-1, 1, 2) * jitter.offset
+        scale = 1.0 + rng.uniform(-1, 1) * jitter.scale
+        angle = math.radians(rng.uniform(-1, 1) * jitter.rotation)
+        tint = rng.uniform(-1, 1) + rng.uniform(-0.25, 0.25, 3)
+        colours.append(_shade(COLOUR_RGB[obj.colour], tint * jitter.shade))
+        c, s = math.cos(angle), math.sin(angle)
+        points = _outline(obj.shape, _RADIUS[obj.size] * scale) @ np.array([[c, s], [-s, c]])
+        points = (points + np.asarray(_CENTRES[obj.position]) + offset) * big - 0.5  # PIL: pixel i spans [i-.5, i+.5]
+        polygons.append(tuple((float(x), float(y)) for x, y in points))
+    return _Layout(background, tuple(polygons), tuple(colours))
+
+
 def render(
     scene: Scene, *, size: int = 32, rng: np.random.Generator | None = None, jitter: Jitter | None = None
 ) -> np.ndarray:
@@ -446,29 +488,48 @@ def render(
     """
     from PIL import Image, ImageDraw
 
-    if not isinstance(size, int) or size < 8:
-        raise CourseError(f"render size must be an integer of at least 8 pixels, got {size!r}")
-    if rng is None:
-        jitter = Jitter.none()
-        rng = np.random.default_rng(0)  # its draws are all scaled by zero
-    jitter = jitter or Jitter()
+    _check_size(size)
+    layout = _layout(scene, size=size, rng=rng, jitter=jitter)
     big = size * _SUPERSAMPLE
-    brightness = rng.uniform(-1, 1) * jitter.background_shade  # one shift for all channels: grey stays grey
-    background = _shade(BACKGROUND_RGB[scene.background], np.full(3, brightness))
-    canvas = Image.new("RGB", (big, big), background)
+    canvas = Image.new("RGB", (big, big), layout.background)
     draw = ImageDraw.Draw(canvas)
-    for obj in scene.objects:
-        offset = rng.uniform(-1, 1, 2) * jitter.offset
-        scale = 1.0 + rng.uniform(-1, 1) * jitter.scale
-        angle = math.radians(rng.uniform(-1, 1) * jitter.rotation)
-        tint = rng.uniform(-1, 1) + rng.uniform(-0.25, 0.25, 3)
-        colour = _shade(COLOUR_RGB[obj.colour], tint * jitter.shade)
-        c, s = math.cos(angle), math.sin(angle)
-        points = _outline(obj.shape, _RADIUS[obj.size] * scale) @ np.array([[c, s], [-s, c]])
-        points = (points + np.asarray(_CENTRES[obj.position]) + offset) * big - 0.5  # PIL: pixel i spans [i-.5, i+.5]
-        draw.polygon([(float(x), float(y)) for x, y in points], fill=colour)
+    for polygon, colour in zip(layout.polygons, layout.colours, strict=True):
+        draw.polygon(list(polygon), fill=colour)
     small = canvas.resize((size, size), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.uint8).copy()
+
+
+def object_masks(
+    scene: Scene, *, size: int = 32, rng: np.random.Generator | None = None, jitter: Jitter | None = None
+) -> np.ndarray:
+    """The share of each pixel that each object of ``scene`` covers in :func:`render`'s picture: ``float32``
+    ``(objects, size, size)`` in ``[0, 1]``, ``objects`` in the scene's order.
+
+    The polygons are drawn exactly as :func:`render` draws them (at 4×, box-downsampled), so a pixel on an edge
+    holds the covered fraction of its area, and a later object hides what it covers of an earlier one (the
+    painter's order of :func:`render`). Pass the same ``rng`` state and ``jitter`` as the render to get the masks of
+    a jittered picture; without ``rng`` they are the canonical picture's, where a text-to-image model that obeys
+    the caption puts its objects. ``mask > 0.5`` is a boolean mask; ``mask.mean((1, 2))`` each object's area
+    fraction.
+    """
+    from PIL import Image, ImageDraw
+
+    _check_size(size)
+    layout = _layout(scene, size=size, rng=rng, jitter=jitter)
+    big = size * _SUPERSAMPLE
+    # 1) each object's footprint at 4×; 2) later objects hide earlier ones; 3) box-downsample to coverage
+    footprints = []
+    for polygon in layout.polygons:
+        canvas = Image.new("L", (big, big), 0)
+        ImageDraw.Draw(canvas).polygon(list(polygon), fill=255)
+        footprints.append(np.asarray(canvas) > 0)  # (big, big)
+    hidden = np.zeros((big, big), dtype=bool)
+    visible = [None] * len(footprints)
+    for i in reversed(range(len(footprints))):
+        visible[i] = footprints[i] & ~hidden
+        hidden |= footprints[i]
+    stacked = np.stack(visible).astype(np.float32)  # (objects, big, big)
+    return stacked.reshape(len(visible), size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean(axis=(2, 4))
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:

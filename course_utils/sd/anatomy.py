@@ -18,7 +18,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["ComponentRow", "describe_pipeline", "format_rows"]
+__all__ = [
+    "BlockParameters",
+    "BlockShapes",
+    "ComponentRow",
+    "block_parameters",
+    "describe_pipeline",
+    "feature_map_shapes",
+    "format_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,134 @@ def describe_pipeline(pipe: Any) -> list[ComponentRow]:
         parameters = sum(p.numel() for p in obj.parameters()) if isinstance(obj, torch.nn.Module) else None
         rows.append(ComponentRow(name, type(obj).__name__, parameters, _details(name, obj)))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------- inside the U-Net
+
+
+@dataclass(frozen=True)
+class BlockParameters:
+    """One top-level block of a model: ``name`` (its attribute, ``down_blocks.0`` for list items), ``kind`` (its
+    class), ``parameters`` and ``share`` (of the model's total)."""
+
+    name: str
+    kind: str
+    parameters: int
+    share: float
+
+    def row(self) -> dict[str, Any]:
+        """For :func:`format_rows`."""
+        return {
+            "block": self.name,
+            "class": self.kind,
+            "parameters": f"{self.parameters:,}",
+            "share": f"{self.share:.1%}",
+        }
+
+
+def _blocks(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The top-level children of ``model`` in registration order, list containers expanded (``down_blocks.0``, …)."""
+    out = []
+    for name, child in model.named_children():
+        if isinstance(child, torch.nn.ModuleList | torch.nn.ModuleDict):
+            out += [(f"{name}.{key}", grandchild) for key, grandchild in child.named_children()]
+        else:
+            out.append((name, child))
+    return out
+
+
+def block_parameters(model: torch.nn.Module) -> list[BlockParameters]:
+    """The parameter count of each top-level block of ``model`` (for a ``UNet2DConditionModel``: ``conv_in``,
+    ``time_proj`` (none: sinusoids), ``time_embedding``, ``down_blocks.i``, ``up_blocks.i``, ``mid_block``,
+    ``conv_norm_out``, ``conv_act``, ``conv_out``), in registration order. Parameters directly on ``model`` (none
+    in diffusers' U-Nets) get a row ``(own)``, so the rows always sum to ``model``'s total."""
+    total = sum(p.numel() for p in model.parameters())
+    rows = [(name, type(block).__name__, sum(p.numel() for p in block.parameters())) for name, block in _blocks(model)]
+    own = sum(p.numel() for p in model.parameters(recurse=False))
+    if own:
+        rows.append(("(own)", type(model).__name__, own))
+    return [BlockParameters(name, kind, count, count / total if total else 0.0) for name, kind, count in rows]
+
+
+@dataclass(frozen=True)
+class BlockShapes:
+    """What one block saw in a forward pass: ``inputs`` (the shape of each tensor argument, positional then
+    keyword, e.g. an up block's ``hidden_states`` and its skips) and ``output`` (the shape of its result, or of its
+    first element: a down block returns ``(hidden_states, skips)``); ``skips`` are the shapes of a down block's
+    skip features (``()`` for other blocks)."""
+
+    name: str
+    kind: str
+    inputs: tuple[tuple[int, ...], ...]
+    output: tuple[int, ...]
+    skips: tuple[tuple[int, ...], ...] = ()
+
+    def row(self) -> dict[str, Any]:
+        """For :func:`format_rows`: shapes written ``B×C×H×W``."""
+
+        def shape(s: tuple[int, ...]) -> str:
+            return "×".join(str(d) for d in s)
+
+        return {
+            "block": self.name,
+            "class": self.kind,
+            "input": ", ".join(shape(s) for s in self.inputs[:1]),
+            "output": shape(self.output),
+            "skips": ", ".join(shape(s) for s in self.skips),
+        }
+
+
+def _tensor_shapes(value: Any) -> list[tuple[int, ...]]:
+    if isinstance(value, torch.Tensor):
+        return [tuple(value.shape)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _tensor_shapes(v)]
+    return []
+
+
+@torch.no_grad()
+def feature_map_shapes(
+    unet: torch.nn.Module,
+    *,
+    sample: torch.Tensor,
+    timestep: torch.Tensor | int,
+    encoder_hidden_states: torch.Tensor,
+) -> list[BlockShapes]:
+    """Run ``unet(sample, timestep, encoder_hidden_states)`` once with forward hooks on each top-level block and
+    return the shapes each block saw, in the order the blocks ran (the "U": down, mid, up).
+
+    Args:
+        unet: a diffusers ``UNet2DConditionModel`` (any module whose blocks are called with tensors works).
+        sample: latents ``(B, C, H, W)``.
+        timestep: the diffusion timestep ``t`` (an int or ``(B,)``).
+        encoder_hidden_states: the text encoder's output ``(B, tokens, width)``.
+
+    Blocks the forward pass skips (``time_proj`` runs, ``conv_act`` runs, a block that is ``None`` does not) have no
+    row. The hooks are removed before returning, also on error.
+    """
+    seen: list[BlockShapes] = []
+    handles = []
+
+    def hook(name: str):
+        def record(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            inputs = tuple(_tensor_shapes(list(args)) + _tensor_shapes(list(kwargs.values())))
+            first, skips = output, ()
+            if isinstance(output, tuple):
+                first = output[0]
+                skips = tuple(_tensor_shapes(list(output[1:])))
+            out = _tensor_shapes(first)
+            seen.append(BlockShapes(name, type(module).__name__, inputs, out[0] if out else (), skips))
+
+        return record
+
+    try:
+        for name, block in _blocks(unet):
+            handles.append(block.register_forward_hook(hook(name), with_kwargs=True))
+        unet(sample, timestep, encoder_hidden_states=encoder_hidden_states)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
