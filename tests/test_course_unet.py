@@ -34,6 +34,7 @@ from course_utils.models.course_unet import (
 )
 from course_utils.sampling.diffusion import q_sample
 from course_utils.sampling.schedules import alphas_cumprod, make_betas
+from course_utils.sd.anatomy import feature_map_shapes
 from course_utils.training.loop import TrainConfig, train_denoiser
 
 
@@ -387,3 +388,16 @@ def test_a_few_hundred_steps_of_eps_prediction_lower_the_held_out_loss() -> None
     assert before > 0.8, before
     assert after < 0.5 * before, (before, after)
     assert held_out_loss(ema) < 0.6 * before
+
+
+def test_feature_map_shapes_pass_the_class_labels_a_class_conditioned_unet_needs() -> None:
+    model = CourseUNet(num_hiddens=16, num_classes=10, attention=True, cross_attention_dim=8)
+    inputs = dict(
+        sample=torch.zeros(2, 1, 8, 8), timestep=torch.tensor([3, 4]), encoder_hidden_states=torch.zeros(2, 5, 8)
+    )
+    with pytest.raises(CourseError, match="pass class_labels"):
+        feature_map_shapes(model, **inputs)
+    rows = {r.name: r for r in feature_map_shapes(model, **inputs, class_labels=torch.tensor([1, 2]))}
+    assert rows["down2"].output == (2, 32, 2, 2)  # 2D channels at the 2×2 bottleneck
+    assert rows["flatten"].output == (2, 32, 1, 1)
+    assert rows["conv_out"].output == (2, 1, 8, 8)

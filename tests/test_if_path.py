@@ -236,30 +236,9 @@ def test_ddpm_sample_matches_diffusers_ddpm_scheduler(den: IFDenoiser, conds) ->
 
 def _run_on_if(notebook: Path, parameters: dict, tmp_path: Path):
     """Execute a week notebook on the gpu profile's code path, pointed at the tiny IF on the CPU."""
-    import nbformat
-    import papermill
+    from notebooks import execute_notebook
 
-    from course_utils.course.run import RunnerKernelManager  # this interpreter, MPLBACKEND=Agg (as `make run`)
-
-    output = tmp_path / notebook.name
-    papermill.execute_notebook(
-        str(notebook),
-        str(output),
-        parameters={"profile": "gpu", "device": "cpu", "dtype": "float32", **parameters},
-        kernel_name="python3",
-        language="python",
-        cwd=str(notebook.parent),
-        progress_bar=False,
-        log_output=False,
-        execution_timeout=300,
-        kernel_manager_class=RunnerKernelManager,
-    )  # raises PapermillExecutionError on the first failing cell
-    nb = nbformat.read(output, as_version=4)
-    outputs = [out for cell in nb.cells for out in cell.get("outputs", [])]
-    assert not [out for out in outputs if out.get("output_type") == "error"]
-    text = "".join(out.get("text", "") for out in outputs)
-    images = [out for out in outputs if "image/png" in out.get("data", {})]
-    return text, images
+    return execute_notebook(notebook, {"profile": "gpu", "device": "cpu", "dtype": "float32", **parameters}, tmp_path)
 
 
 @pytest.mark.slow

@@ -179,15 +179,17 @@ def feature_map_shapes(
     sample: torch.Tensor,
     timestep: torch.Tensor | int,
     encoder_hidden_states: torch.Tensor,
+    **conditions: torch.Tensor,
 ) -> list[BlockShapes]:
-    """Run ``unet(sample, timestep, encoder_hidden_states)`` once with forward hooks on each top-level block and
-    return the shapes each block saw, in the order the blocks ran (the "U": down, mid, up).
+    """Run ``unet(sample, timestep, encoder_hidden_states, **conditions)`` once with forward hooks on each top-level
+    block and return the shapes each block saw, in the order the blocks ran (the "U": down, mid, up).
 
     Args:
         unet: a diffusers ``UNet2DConditionModel`` (any module whose blocks are called with tensors works).
         sample: latents ``(B, C, H, W)``.
         timestep: the diffusion timestep ``t`` (an int or ``(B,)``).
         encoder_hidden_states: the text encoder's output ``(B, tokens, width)``.
+        conditions: further inputs the model takes by keyword (``class_labels=(B,)`` for a class-conditioned one).
 
     Blocks the forward pass skips (``time_proj`` runs, ``conv_act`` runs, a block that is ``None`` does not) have no
     row. The hooks are removed before returning, also on error.
@@ -210,7 +212,7 @@ def feature_map_shapes(
     try:
         for name, block in _blocks(unet):
             handles.append(block.register_forward_hook(hook(name), with_kwargs=True))
-        unet(sample, timestep, encoder_hidden_states=encoder_hidden_states)
+        unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **conditions)
     finally:
         for handle in handles:
             handle.remove()
