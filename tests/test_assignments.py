@@ -438,3 +438,40 @@ def test_mistakes_are_one_line_and_exit_2(case: str, assigned: dict[str, Any], t
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert expected in proc.stderr
     assert proc.stdout == ""
+
+
+# --- the week notebook does not hand out the answers ----------------------------------------------------------
+
+LONG_LINE = 25  # characters: shorter lines (``return h``, ``super().__init__()``) are shared vocabulary
+
+
+def _solution_lines(notebook: Path) -> set[str]:
+    """The lines of ``notebook`` between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` inside its code cells, stripped,
+    of at least :data:`LONG_LINE` characters."""
+    lines, inside = set(), False
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        for line in cell.source.splitlines():
+            text = line.strip()
+            if text.startswith("# BEGIN SOLUTION"):
+                inside = True
+            elif text.startswith("# END SOLUTION"):
+                inside = False
+            elif inside and len(text) >= LONG_LINE:
+                lines.add(text)
+    return lines
+
+
+@pytest.mark.parametrize("folder", sorted(p.name for p in (ROOT / "assignments").glob("[0-9][0-9]_*")))
+def test_no_solution_line_appears_verbatim_in_the_week_notebooks(folder: str) -> None:
+    (source,) = (ROOT / "assignments" / folder).glob("*.ipynb")
+    solutions = _solution_lines(source)
+    assert solutions, f"{source.name} marks no solution lines"  # the markers this test reads are there
+    week = folder[:2]
+    notebooks = sorted((ROOT / "weeks").glob(f"{week}_*/*.ipynb"))
+    assert notebooks, f"no week {week} notebook"
+    for notebook in notebooks:
+        code = "\n".join(c.source for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code")
+        shown = {line for line in code.splitlines() if line.strip() in solutions}
+        assert not shown, f"{notebook.name} shows solution lines of {source.name}: {sorted(shown)}"
