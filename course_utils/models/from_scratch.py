@@ -16,6 +16,7 @@ on given data (the stage on the digits, the notebook's ``gpu`` profile on MNIST 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -254,7 +255,8 @@ def network(
         early = load_from_scratch(name, early=True, root=root) if spec.early_step else None
         found = Network(load_from_scratch(name, root=root), load_losses(name, root=root), early)
     else:
-        model, losses, early = train_model(spec, *data, steps=steps)
+        with tempfile.TemporaryDirectory() as folder:  # a fresh run each time: never resume another dataset's
+            model, losses, early = train_model(spec, *data, steps=steps, checkpoint_dir=folder)
         found = Network(model, losses, early)
     found.model.to(device)
     if found.early is not None:
