@@ -357,10 +357,10 @@ def _write_card(path: Path, spec: ScratchModel, metrics: dict) -> None:
         f"# course/from-scratch/{spec.name}",
         "",
         f"{spec.summary}. A `CourseUNet` (`course_utils.models.course_unet`, resnet blocks, D = {NUM_HIDDENS},"
-        f" {n_params / 1e3:.0f} k parameters), linear β 1e-4 → 0.02 over T = {spec.num_timesteps}"
+        f" {n_params / 1e3:.0f} k parameters), linear β 1e-4 → 0.02 over T = {spec.num_timesteps}."
         if spec.kind != "denoiser"
         else f"{spec.summary}. A `CourseUNet` without time input (resnet blocks, D = {NUM_HIDDENS},"
-        f" {n_params / 1e3:.0f} k parameters)",
+        f" {n_params / 1e3:.0f} k parameters).",
         "",
         f'Load: `CourseUNet.from_pretrained("data/models/{FOLDER}/{spec.name}")`'
         + (' (early copy: `subfolder="early"`)' if spec.early_step else "")
