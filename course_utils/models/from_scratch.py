@@ -176,9 +176,11 @@ def train_model(
     steps: int | None = None,
     checkpoint_dir: str | Path | None = None,
     num_classes: int = 10,
+    progress: bool = True,
 ) -> tuple[CourseUNet, list[float], CourseUNet | None]:
     """Build and train ``spec``'s network on ``images`` ``(N, C, H, W)`` with ``labels`` ``(N,)`` (its subset taken
-    here); ``steps`` overrides the spec's (the early copy then comes at a tenth of them).
+    here); ``steps`` overrides the spec's (the early copy then comes at a tenth of them); ``progress``: the loop's
+    progress bar.
 
     Returns (EMA network, loss per step, EMA after the early step or ``None``). The early copy is read from the
     loop's ``checkpoint-{early}/`` folder, so a ``checkpoint_dir`` is made under ``build/`` when none is given.
@@ -197,12 +199,16 @@ def train_model(
     unet = build_unet(spec, in_channels=images.shape[1], sample_size=images.shape[-1], num_classes=num_classes)
     schedule = ddpm_schedule(spec.num_timesteps, clip_x0=None if spec.latent else 1.0)
     if spec.kind == "denoiser":
-        ema, losses = train_single_step_denoiser(unet, x0=images, config=config, description=spec.name)
+        ema, losses = train_single_step_denoiser(
+            unet, x0=images, config=config, description=spec.name, progress=progress
+        )
     elif spec.kind == "ddpm":
-        ema, losses = train_time_conditioned(unet, x0=images, schedule=schedule, config=config, description=spec.name)
+        ema, losses = train_time_conditioned(
+            unet, x0=images, schedule=schedule, config=config, description=spec.name, progress=progress
+        )
     else:
         ema, losses = train_class_conditioned(
-            unet, x0=images, labels=labels, schedule=schedule, config=config, description=spec.name
+            unet, x0=images, labels=labels, schedule=schedule, config=config, description=spec.name, progress=progress
         )
     early_ema = None
     if early is not None:
@@ -227,7 +233,7 @@ def load_from_scratch(name: str, *, early: bool = False, root: str | Path = MODE
     path = Path(root) / FOLDER / name
     if not (path / "config.json").is_file():
         raise CourseError(f"{path} holds no model: run `make models ARGS='--only {FOLDER}'`")
-    return CourseUNet.from_pretrained(path, subfolder="early" if early else None).eval()
+    return CourseUNet.from_pretrained(path / "early" if early else path).eval()  # (subfolder= reads the parent)
 
 
 @dataclass
@@ -246,6 +252,7 @@ def network(
     steps: int | None = None,
     device: str | torch.device = "cpu",
     root: str | Path = MODELS_DIR,
+    progress: bool = False,
 ) -> Network:
     """The network ``name``: the committed one (``data=None``), or trained here by :func:`train_model` on
     ``data = (images, labels)`` (the ``gpu`` profile's MNIST; ``steps`` overrides the recipe's; the loop places the
@@ -256,7 +263,7 @@ def network(
         found = Network(load_from_scratch(name, root=root), load_losses(name, root=root), early)
     else:
         with tempfile.TemporaryDirectory() as folder:  # a fresh run each time: never resume another dataset's
-            model, losses, early = train_model(spec, *data, steps=steps, checkpoint_dir=folder)
+            model, losses, early = train_model(spec, *data, steps=steps, checkpoint_dir=folder, progress=progress)
         found = Network(model, losses, early)
     found.model.to(device)
     if found.early is not None:
@@ -363,7 +370,7 @@ def _write_card(path: Path, spec: ScratchModel, metrics: dict) -> None:
         f" {n_params / 1e3:.0f} k parameters).",
         "",
         f'Load: `CourseUNet.from_pretrained("data/models/{FOLDER}/{spec.name}")`'
-        + (' (early copy: `subfolder="early"`)' if spec.early_step else "")
+        + (" (early copy: `…/early`)" if spec.early_step else "")
         + f', or `course_utils.models.from_scratch.load_from_scratch("{spec.name}")`.',
         "",
         f"Training (`make models ARGS='--only {FOLDER}'`, seed {config.seed}): {config.steps} steps, batch"
