@@ -176,10 +176,10 @@ def train_model(
     steps: int | None = None,
     checkpoint_dir: str | Path | None = None,
     num_classes: int = 10,
-    progress: bool = True,
+    show_progress: bool = True,
 ) -> tuple[CourseUNet, list[float], CourseUNet | None]:
     """Build and train ``spec``'s network on ``images`` ``(N, C, H, W)`` with ``labels`` ``(N,)`` (its subset taken
-    here); ``steps`` overrides the spec's (the early copy then comes at a tenth of them); ``progress``: the loop's
+    here); ``steps`` overrides the spec's (the early copy then comes at a tenth of them); ``show_progress``: the loop's
     progress bar.
 
     Returns (EMA network, loss per step, EMA after the early step or ``None``). The early copy is read from the
@@ -200,15 +200,21 @@ def train_model(
     schedule = ddpm_schedule(spec.num_timesteps, clip_x0=None if spec.latent else 1.0)
     if spec.kind == "denoiser":
         ema, losses = train_single_step_denoiser(
-            unet, x0=images, config=config, description=spec.name, progress=progress
+            unet, x0=images, config=config, description=spec.name, show_progress=show_progress
         )
     elif spec.kind == "ddpm":
         ema, losses = train_time_conditioned(
-            unet, x0=images, schedule=schedule, config=config, description=spec.name, progress=progress
+            unet, x0=images, schedule=schedule, config=config, description=spec.name, show_progress=show_progress
         )
     else:
         ema, losses = train_class_conditioned(
-            unet, x0=images, labels=labels, schedule=schedule, config=config, description=spec.name, progress=progress
+            unet,
+            x0=images,
+            labels=labels,
+            schedule=schedule,
+            config=config,
+            description=spec.name,
+            show_progress=show_progress,
         )
     early_ema = None
     if early is not None:
@@ -252,7 +258,7 @@ def network(
     steps: int | None = None,
     device: str | torch.device = "cpu",
     root: str | Path = MODELS_DIR,
-    progress: bool = False,
+    show_progress: bool = False,
 ) -> Network:
     """The network ``name``: the committed one (``data=None``), or trained here by :func:`train_model` on
     ``data = (images, labels)`` (the ``gpu`` profile's MNIST; ``steps`` overrides the recipe's; the loop places the
@@ -263,7 +269,9 @@ def network(
         found = Network(load_from_scratch(name, root=root), load_losses(name, root=root), early)
     else:
         with tempfile.TemporaryDirectory() as folder:  # a fresh run each time: never resume another dataset's
-            model, losses, early = train_model(spec, *data, steps=steps, checkpoint_dir=folder, progress=progress)
+            model, losses, early = train_model(
+                spec, *data, steps=steps, checkpoint_dir=folder, show_progress=show_progress
+            )
         found = Network(model, losses, early)
     found.model.to(device)
     if found.early is not None:

@@ -85,7 +85,7 @@ def train_single_step_denoiser(
     sigma: float = TRAIN_SIGMA,
     config: TrainConfig,
     description: str = "single-step denoiser",
-    progress: bool = True,
+    show_progress: bool = True,
 ) -> tuple[CourseUNet, list[float]]:
     """CS180 part B §1.2: train ``D(z)`` (a CourseUNet without time input) to map ``z = x + σε`` back to ``x``.
 
@@ -107,7 +107,12 @@ def train_single_step_denoiser(
         return torch.nn.functional.mse_loss(net(z).sample, x)
 
     return fit(
-        model, loss_fn=l2_loss, config=config, description=description, signature={"sigma": sigma}, progress=progress
+        model,
+        loss_fn=l2_loss,
+        config=config,
+        description=description,
+        signature={"sigma": sigma},
+        show_progress=show_progress,
     )
 
 
@@ -118,7 +123,7 @@ def train_time_conditioned(
     schedule: NoiseSchedule,
     config: TrainConfig,
     description: str = "time-conditioned DDPM",
-    progress: bool = True,
+    show_progress: bool = True,
 ) -> tuple[CourseUNet, list[float]]:
     """CS180 part B §2.2 (Ho et al. 2020, Algorithm 1): train ``ε_θ(x_t, t)`` with ``‖ε − ε_θ(x_t, t)‖²``,
     ``t ~ U{0..T−1}``, through :func:`~course_utils.training.loop.train_denoiser`.
@@ -137,7 +142,7 @@ def train_time_conditioned(
         config=config,
         description=description,
         signature={"recipe": "time-conditioned", "num_timesteps": schedule.num_timesteps},
-        progress=progress,
+        show_progress=show_progress,
     )
 
 
@@ -150,7 +155,7 @@ def train_class_conditioned(
     config: TrainConfig,
     p_uncond: float = P_UNCOND,
     description: str = "class-conditioned DDPM",
-    progress: bool = True,
+    show_progress: bool = True,
 ) -> tuple[CourseUNet, list[float]]:
     """CS180 part B §2.4: train ``ε_θ(x_t, t, c)`` with one-hot ``c`` zeroed (the null class ∅) with probability
     ``p_uncond`` (Ho & Salimans 2022, Algorithm 1), so one network gives ε_c and ε_∅ for guidance.
@@ -171,7 +176,7 @@ def train_class_conditioned(
         config=config,
         description=description,
         signature={"recipe": "class-conditioned", "num_timesteps": schedule.num_timesteps, "p_uncond": p_uncond},
-        progress=progress,
+        show_progress=show_progress,
     )
 
 
