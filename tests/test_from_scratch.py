@@ -254,3 +254,19 @@ def test_the_notebook_trains_on_mnist_on_the_gpu_profile_path(tmp_path: Path) ->
     assert "profile gpu: mnist, 120 training and 20 held-out images of shape (1, 28, 28)" in text
     assert "no agreement on mnist" in text  # the digit classifier reads 8×8 digits only
     assert "N =   120" in text  # the memorization study ran with every training image
+
+
+def test_no_solution_line_of_the_assignment_appears_in_the_notebook() -> None:
+    import nbformat
+
+    assignment = WEEKS_DIR.parent / "assignments" / "04_unet_from_scratch" / "unet_from_scratch.ipynb"
+    solution, inside = [], False
+    for cell in nbformat.read(assignment, as_version=4).cells:
+        for line in cell.source.splitlines():
+            if "# BEGIN SOLUTION" in line or "# END SOLUTION" in line:
+                inside = "BEGIN" in line
+            elif (inside or line.rstrip().endswith("# SOLUTION")) and len(line.strip()) >= 25:
+                solution.append(line.strip())
+    assert len(solution) > 10  # the markers were found
+    week = "\n".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells)
+    assert [line for line in solution if line in week] == []

@@ -372,6 +372,7 @@ def held_out_loss_per_level(
     """
     gen = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
+    x0 = x0.detach().cpu()  # noised on the CPU with the CPU draws, then sent to the model's device
     edges = np.linspace(0, schedule.num_timesteps, buckets + 1).round().astype(int)
     out = {}
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
