@@ -1,4 +1,5 @@
-"""Figures: labeled image grids, denoising trajectories, schedule curves, measured curves, training loss curves,
+"""Figures: labeled image grids, denoising trajectories, schedule curves, measured curves (of a study, or of any
+estimates: :func:`estimate_curves`), training loss curves,
 cross-attention maps over a picture, settle step and SNR against frequency, patch settle step against contrast.
 
 Every function returns the matplotlib ``Figure`` (titles and axis labels set) and draws nothing else,
@@ -21,6 +22,7 @@ from course_utils.stats import Estimate
 
 __all__ = [
     "DrawingPad",
+    "estimate_curves",
     "image_grid",
     "loss_curve",
     "measured_curves",
@@ -144,6 +146,38 @@ def measured_curves(study: Any, *, title: str) -> plt.Figure:
         if len(names) > 1:
             ax.legend(fontsize=8)
     fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def estimate_curves(
+    xs: Sequence[float],
+    curves: Mapping[str, Sequence[Estimate]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+    ax: Any = None,
+) -> plt.Figure:
+    """One line per name of ``curves``, its estimates at ``xs`` with their 95 % intervals as error bars (on
+    ``ax`` when given, else a new figure)."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    else:
+        fig = ax.figure
+    for name, estimates in curves.items():
+        if len(estimates) != len(xs):
+            raise CourseError(f"estimate_curves: {name!r} has {len(estimates)} estimates for {len(xs)} settings")
+        _errorbars(ax, xs, estimates, marker="o", label=name)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(curves) > 1:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

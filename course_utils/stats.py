@@ -3,7 +3,8 @@ supports, and every sentence that states an effect checked by :func:`claim`.
 
 - :func:`wilson` / :func:`proportion`: a share of successes with the Wilson score interval (Wilson 1927; Brown, Cai
   & DasGupta 2001 recommend it over the normal approximation for small ``n`` and shares near 0 or 1);
-- :func:`bootstrap_mean`: a mean with its percentile-bootstrap interval (Efron & Tibshirani 1993). Measurements laid
+- :func:`bootstrap_mean` (and :func:`bootstrap_median`): a mean (a median) with its percentile-bootstrap interval
+  (Efron & Tibshirani 1993). Measurements laid
   out as ``(prompts, seeds)`` are resampled over prompts *and* seeds independently (the crossed, "pigeonhole"
   bootstrap of Owen 2007), so both sources of variation widen the interval;
 - :func:`difference`: the mean difference of two measurements, paired when they share prompts and seeds (the same
@@ -33,6 +34,7 @@ __all__ = [
     "ClaimError",
     "Estimate",
     "bootstrap_mean",
+    "bootstrap_median",
     "claim",
     "claimer",
     "difference",
@@ -166,6 +168,16 @@ def bootstrap_mean(values, *, seed: int = 0, n_resamples: int = N_RESAMPLES) -> 
     (means,) = _resampled_means([a], seed=seed, n_resamples=n_resamples)
     low, high = _interval(means)
     return Estimate(float(a.mean()), low, high, int(a.size), "bootstrap")
+
+
+def bootstrap_median(values, *, seed: int = 0, n_resamples: int = N_RESAMPLES) -> Estimate:
+    """The median of ``values`` ``(n,)`` with its 95 % percentile-bootstrap interval (seeded)."""
+    a = _array(values).reshape(-1)
+    if a.size == 1:
+        return Estimate(float(a[0]), -math.inf, math.inf, 1, "bootstrap")
+    rows = np.random.default_rng(seed).integers(0, a.size, size=(n_resamples, a.size))
+    low, high = _interval(np.median(a[rows], axis=1))
+    return Estimate(float(np.median(a)), low, high, int(a.size), "bootstrap")
 
 
 def difference(a, b, *, seed: int = 0, n_resamples: int = N_RESAMPLES) -> Estimate:

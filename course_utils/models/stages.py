@@ -8,7 +8,9 @@ Stages, in order:
 - ``shapes-vae``: the shapes autoencoder (``shapes-sd/vae``);
 - ``shapes-judge``: the attribute classifier that scores prompt adherence (``shapes-judge``);
 - ``shapes-sd``: the text-conditional U-Net on VAE latents, assembled with the others into a
-  ``StableDiffusionPipeline`` (``shapes-sd``), then measured for its model card.
+  ``StableDiffusionPipeline`` (``shapes-sd``), then measured for its model card;
+- ``from-scratch``: week 4's small course U-Nets (CS180 part B, seed 003's path, the learning-rate study, latent
+  diffusion on the shapes VAE's latents), :mod:`course_utils.models.from_scratch` (``from-scratch/<name>``).
 
 Each model is trained with a fixed seed (same weights on the same software stack), saved as
 safetensors in diffusers or transformers layout, evaluated, and described in a ``README.md`` beside its
@@ -34,6 +36,7 @@ from course_utils.denoisers import load_denoiser
 from course_utils.errors import check_choice
 from course_utils.metrics import digit_classifier, psnr_per_image
 from course_utils.models.digits import build_digits_scheduler, build_digits_unet, class_labels, save_digits_pipeline
+from course_utils.models.from_scratch import build_from_scratch_stage
 from course_utils.models.shapes_card import measure, write_card
 from course_utils.models.shapes_clip import (
     CLIPConfigSmall,
@@ -81,7 +84,7 @@ __all__ = [
     "shapes_data",
 ]
 
-STAGES = ("digits", "shapes-clip", "shapes-vae", "shapes-judge", "shapes-sd")
+STAGES = ("digits", "shapes-clip", "shapes-vae", "shapes-judge", "shapes-sd", "from-scratch")
 
 DIGITS_CONFIG = TrainConfig(steps=4000, batch_size=128, lr=2e-3, warmup_steps=200, ema_decay=0.995, seed=0)
 P_UNCOND = 0.1  # label dropout for classifier-free guidance
@@ -389,5 +392,8 @@ def build_stage(name: str, out: Path, *, train: bool = True, digits_steps: int =
         metrics = build_shapes_judge_stage(out, train=train)
         readings = ("shape", "colour", "size", "background")
         return "shapes judge: held-out accuracy " + ", ".join(f"{k} {metrics[k]}" for k in readings)
+    if name == "from-scratch":
+        build_from_scratch_stage(out, train=train)  # prints its own measures, model by model
+        return None
     build_shapes_sd_stage(out, train=train)  # prints its own measures
     return None

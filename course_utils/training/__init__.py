@@ -8,6 +8,9 @@
 - ``checkpoints``: the ``checkpoint-{step}/`` folders: written into ``*.tmp`` and renamed, pruned to a total
   limit afterwards, the newest complete one found, a run's fingerprint checked before resuming;
 - ``recipes``: what ``diffusion-course train RECIPE`` trains (``digits``, ``digits-ddpm``, ``digits-reference``);
+- ``from_scratch``: week 4's recipes (CS180 part B's single-step denoiser, time- and class-conditioned DDPMs,
+  training subsets) and the measures that read them (the optimal denoiser of a training set, the memorization
+  ratio, held-out loss per noise level);
 - ``train``: that command line (a face).
 
 May import ``sampling`` (the forward process it trains against), ``models`` and ``data`` (the recipes' models and

@@ -156,6 +156,7 @@ def fit(
     description: str = "training",
     accelerator=None,
     signature: dict | None = None,
+    show_progress: bool = True,
 ) -> tuple[torch.nn.Module, list[float]]:
     """The course's one training loop: AdamW with warm-up and cosine decay, gradient clipping, an EMA of the
     weights, a progress bar with the loss, and ``checkpoint-{step}/`` folders that a restarted run resumes from.
@@ -170,6 +171,7 @@ def fit(
             ``register_save_state_pre_hook`` / ``register_load_state_pre_hook`` hooks that save and load only
             part of the model (adapters), or to set mixed precision.
         signature: what else a resumed run must share with the checkpoint (a recipe's name and options).
+        show_progress: show the progress bar (on the main process); ``False`` keeps a notebook cell's output clean.
 
     Returns:
         (the EMA copy of the model, unwrapped, in eval mode; the loss of every step of the run).
@@ -200,7 +202,10 @@ def fit(
     earlier, session = list(progress.runs), {"from": progress.step, "steps": 0, "seconds": 0.0}
     out_of_time = config.max_seconds is not None and progress.seconds >= config.max_seconds
     bar = tqdm(
-        total=config.steps, initial=progress.step, desc=description, disable=not accelerator.is_local_main_process
+        total=config.steps,
+        initial=progress.step,
+        desc=description,
+        disable=not (show_progress and accelerator.is_local_main_process),
     )
     prepared.train()
     while progress.step < config.steps and not out_of_time:
@@ -275,6 +280,7 @@ def train_denoiser(
     description: str = "training",
     accelerator=None,
     signature: dict | None = None,
+    show_progress: bool = True,
 ) -> tuple[torch.nn.Module, list[float]]:
     """Train ``model`` to denoise ``x0`` with conditions ``cond`` (Ho et al. 2020, Algorithm 1) with :func:`fit`.
 
@@ -291,7 +297,7 @@ def train_denoiser(
             training, Ho & Salimans 2022, Algorithm 1).
         prediction_type: ``epsilon`` or ``v_prediction``.
         snr_gamma: γ of the Min-SNR-γ weights; ``None``: unweighted.
-        config, accelerator, signature: see :func:`fit`.
+        config, accelerator, signature, show_progress: see :func:`fit`.
 
     Returns:
         (EMA model, loss per step).
@@ -327,6 +333,7 @@ def train_denoiser(
         description=description,
         accelerator=accelerator,
         signature=signature,
+        show_progress=show_progress,
     )
 
 
