@@ -119,3 +119,14 @@ def test_the_template_refuses_a_folder_that_is_not_relative():
     for folder in ("/content/x", 'weeks/"x', "weeks\\x"):
         with pytest.raises(ValueError):
             colab.setup_cell(folder)
+
+
+def test_the_sync_command_answers_help_without_writing(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    calls = []
+    monkeypatch.setattr(colab, "sync_setup_cells", lambda: calls.append(1) or [])
+    with pytest.raises(SystemExit) as stop:
+        colab.main(["--help"])
+    assert stop.value.code == 0 and not calls
+    assert "setup cell" in capsys.readouterr().out
+    colab.main([])
+    assert calls == [1]

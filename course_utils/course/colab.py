@@ -298,8 +298,14 @@ def sync_setup_cells(root: str | Path | None = None) -> list[Path]:
     return changed
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """``python -m course_utils.course.colab``: :func:`sync_setup_cells` on this repository."""
+    from course_utils.errors import ArgumentParser
+
+    ArgumentParser(
+        prog="python -m course_utils.course.colab",
+        description="Write the template's setup cell into every week and assignment notebook that lacks it.",
+    ).parse_args(argv)
     changed = sync_setup_cells()
     for path in changed:
         print(f"wrote the setup cell of {path}")
