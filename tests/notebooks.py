@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 
-def execute_notebook(notebook: Path, parameters: dict[str, Any], tmp_path: Path) -> tuple[str, list[dict]]:
-    """Run ``notebook`` with ``parameters`` injected; fail on the first failing cell or any error output.
+def execute_notebook(
+    notebook: Path, parameters: dict[str, Any], tmp_path: Path, *, timeout: int = 300
+) -> tuple[str, list[dict]]:
+    """Run ``notebook`` with ``parameters`` injected (``timeout`` seconds per cell); fail on the first failing cell or
+    any error output.
 
     Returns:
         the text of every stream output, and the outputs holding an ``image/png``.
@@ -29,7 +32,7 @@ def execute_notebook(notebook: Path, parameters: dict[str, Any], tmp_path: Path)
         cwd=str(notebook.parent),
         progress_bar=False,
         log_output=False,
-        execution_timeout=300,
+        execution_timeout=timeout,
         kernel_manager_class=RunnerKernelManager,
     )  # raises PapermillExecutionError on the first failing cell
     nb = nbformat.read(output, as_version=4)

@@ -212,11 +212,8 @@ def test_the_stage_stays_small() -> None:
 @pytest.mark.slow
 def test_the_notebook_trains_on_mnist_on_the_gpu_profile_path(tmp_path: Path) -> None:
     import datasets
-    import nbformat
-    import papermill
+    from notebooks import execute_notebook
     from PIL import Image
-
-    from course_utils.course.run import RunnerKernelManager
 
     def split(n: int, seed: int) -> datasets.Dataset:
         pixels = np.random.default_rng(seed).integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
@@ -226,7 +223,6 @@ def test_the_notebook_trains_on_mnist_on_the_gpu_profile_path(tmp_path: Path) ->
 
     source = tmp_path / "mnist"
     datasets.DatasetDict({"train": split(120, 0), "test": split(20, 1)}).save_to_disk(str(source))
-    output = tmp_path / NOTEBOOK.name
     parameters = {
         "profile": "gpu",
         "device": "cpu",
@@ -235,38 +231,7 @@ def test_the_notebook_trains_on_mnist_on_the_gpu_profile_path(tmp_path: Path) ->
         "sample_steps": 3,
         "n_samples": 4,
     }
-    papermill.execute_notebook(
-        str(NOTEBOOK),
-        str(output),
-        parameters=parameters,
-        kernel_name="python3",
-        language="python",
-        cwd=str(NOTEBOOK.parent),
-        progress_bar=False,
-        log_output=False,
-        execution_timeout=600,
-        kernel_manager_class=RunnerKernelManager,
-    )
-    nb = nbformat.read(output, as_version=4)
-    outputs = [out for cell in nb.cells for out in cell.get("outputs", [])]
-    assert not [out for out in outputs if out.get("output_type") == "error"]
-    text = "".join(out.get("text", "") for out in outputs)
+    text, _ = execute_notebook(NOTEBOOK, parameters, tmp_path, timeout=600)
     assert "profile gpu: mnist, 120 training and 20 held-out images of shape (1, 28, 28)" in text
     assert "no agreement on mnist" in text  # the digit classifier reads 8×8 digits only
     assert "N =   120" in text  # the memorization study ran with every training image
-
-
-def test_no_solution_line_of_the_assignment_appears_in_the_notebook() -> None:
-    import nbformat
-
-    assignment = WEEKS_DIR.parent / "assignments" / "04_unet_from_scratch" / "unet_from_scratch.ipynb"
-    solution, inside = [], False
-    for cell in nbformat.read(assignment, as_version=4).cells:
-        for line in cell.source.splitlines():
-            if "# BEGIN SOLUTION" in line or "# END SOLUTION" in line:
-                inside = "BEGIN" in line
-            elif (inside or line.rstrip().endswith("# SOLUTION")) and len(line.strip()) >= 25:
-                solution.append(line.strip())
-    assert len(solution) > 10  # the markers were found
-    week = "\n".join(cell.source for cell in nbformat.read(NOTEBOOK, as_version=4).cells)
-    assert [line for line in solution if line in week] == []
