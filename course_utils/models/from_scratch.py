@@ -30,6 +30,7 @@ from course_utils.data.digits import load_digits_split
 from course_utils.data.shapes import make_dataset, to_tensor
 from course_utils.errors import CourseError, check_choice
 from course_utils.metrics import digit_classifier
+from course_utils.models.cards import write_metrics
 from course_utils.models.course_unet import CourseUNet
 from course_utils.models.shapes_vae import encode, load_shapes_vae
 from course_utils.stats import Estimate, bootstrap_mean, proportion
@@ -400,9 +401,4 @@ def _write_card(path: Path, spec: ScratchModel, metrics: dict) -> None:
     if "train_seconds" in metrics:
         lines += ["", f"Training took {metrics['train_seconds']:.0f} s on the machine that ran `make models`."]
     (path / "README.md").write_text("\n".join(lines) + "\n")
-    file = path / "metrics.json"
-    if "train_seconds" not in metrics and file.is_file():
-        previous = json.loads(file.read_text()).get("train_seconds")
-        if previous is not None:
-            metrics["train_seconds"] = previous
-    file.write_text(json.dumps(metrics, indent=2, default=Estimate.record) + "\n")
+    write_metrics(path, metrics)

@@ -35,6 +35,7 @@ from course_utils.data.shapes import ShapesDataset, make_dataset, split_dataset,
 from course_utils.denoisers import load_denoiser
 from course_utils.errors import check_choice
 from course_utils.metrics import digit_classifier, psnr_per_image
+from course_utils.models.cards import write_metrics
 from course_utils.models.digits import build_digits_scheduler, build_digits_unet, class_labels, save_digits_pipeline
 from course_utils.models.from_scratch import build_from_scratch_stage
 from course_utils.models.shapes_card import measure, write_card
@@ -116,7 +117,7 @@ def build_digits(out: Path, *, config: TrainConfig = DIGITS_CONFIG, train: bool 
     metrics = digits_agreement(load_denoiser(str(path), device="cpu"))  # the folder just written
     if seconds is not None:
         metrics["train_seconds"] = seconds
-    _keep_train_seconds(path, metrics)
+    write_metrics(path, metrics)
     _write_digits_card(path, metrics, config)
     print("digits DDPM:", ", ".join(f"{k} = {v}" for k, v in metrics.items() if isinstance(v, Estimate)))
     return metrics
@@ -205,7 +206,7 @@ def build_shapes_clip_stage(out: Path, *, train: bool = True, config: TrainConfi
     metrics["retrieval_top1"] = proportion(retrieval_hits(model, processor, held_out.images, held_out.captions))
     metrics["retrieval_chance"] = retrieval_chance(held_out.captions)
     metrics["n_held_out"] = len(held_out)
-    _keep_train_seconds(path, metrics)
+    write_metrics(path, metrics)
     _small_card(
         path,
         title="course/shapes-clip",
@@ -232,7 +233,7 @@ def build_shapes_vae_stage(out: Path, *, train: bool = True, config: TrainConfig
         save_shapes_vae(ema, path)
     vae, images = load_shapes_vae(path), to_tensor(held_out.images)
     metrics["reconstruction_psnr_db"] = bootstrap_mean(psnr_per_image(decode(vae, encode(vae, images)), images))
-    _keep_train_seconds(path, metrics)
+    write_metrics(path, metrics)
     _small_card(
         path,
         title="course/shapes-sd: vae",
@@ -266,7 +267,7 @@ def build_shapes_judge_stage(out: Path, *, train: bool = True, config: TrainConf
         ema.save_pretrained(path, safe_serialization=True)
     hits = judge_hits(load_shapes_judge(path), held_out.images, held_out.scenes)
     metrics |= {reading: proportion(right) for reading, right in hits.items()}
-    _keep_train_seconds(path, metrics)
+    write_metrics(path, metrics)
     _small_card(
         path,
         title="course/shapes-judge",
@@ -355,17 +356,6 @@ def _small_card(path: Path, *, title: str, about: str, load: str, config: TrainC
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
     lines += ["", "Intervals: 95 %, Wilson for shares, bootstrap over pictures for means."]
     (path / "README.md").write_text("\n".join(lines) + "\n")
-
-
-def _keep_train_seconds(path: Path, metrics: dict) -> dict:
-    """Write ``path/metrics.json``; without a fresh training time keep the one the last training run measured."""
-    file = path / "metrics.json"
-    if "train_seconds" not in metrics and file.is_file():
-        previous = json.loads(file.read_text()).get("train_seconds")
-        if previous is not None:
-            metrics["train_seconds"] = previous
-    file.write_text(json.dumps(metrics, indent=2, default=Estimate.record) + "\n")
-    return metrics
 
 
 def build_stage(name: str, out: Path, *, train: bool = True, digits_steps: int = DIGITS_CONFIG.steps) -> str | None:
