@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from course_utils.data.images import to_numpy_image
@@ -23,6 +24,7 @@ from course_utils.stats import Estimate
 __all__ = [
     "DrawingPad",
     "estimate_curves",
+    "finetune_curves",
     "image_grid",
     "loss_curve",
     "measured_curves",
@@ -116,6 +118,41 @@ def loss_curve(
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def finetune_curves(
+    losses: Sequence[float],
+    *,
+    parts: Mapping[str, Sequence[float]] | None = None,
+    validations: Sequence[Sequence[float]] = (),
+    best_step: int | None = None,
+    title: str = "Fine-tuning",
+    window: int = 20,
+) -> plt.Figure:
+    """A fine-tuning run: the training loss and its named parts (running means over ``window`` steps) and the
+    validation loss at each validation, the best one marked; the step on the x-axis, the loss on a log scale."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for name, values in {"training loss": losses, **(parts or {})}.items():
+        values = np.asarray(list(values), dtype=np.float64)
+        if values.size == 0:
+            continue
+        width = max(1, min(window, values.size))
+        mean = np.convolve(values, np.ones(width) / width, mode="valid")
+        ax.plot(np.arange(width, values.size + 1), mean, label=f"{name} (mean of {width})")
+    if validations:
+        steps, values = zip(*validations, strict=True)
+        ax.plot(steps, values, "o-", color="black", label="validation loss (held-out images)")
+        if best_step is not None and best_step in steps:
+            ax.plot([best_step], [values[steps.index(best_step)]], "*", color="gold", markersize=16, zorder=5,
+                    markeredgecolor="black", label=f"best (step {best_step}): the weights kept")  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -25,6 +25,7 @@ FACES = {
     "course_utils.sd.sweep",
     "course_utils.models.build",
     "course_utils.training.train",
+    "course_utils.training.finetune",
 }
 WINGS = ("sampling", "sd", "models", "data", "training", "course")
 

@@ -42,6 +42,7 @@ COMMANDS: dict[str, Command] = {
     "sweep": Command("course_utils.sd.sweep", "vary one generation setting, measure every image, write a grid"),
     "models": Command("course_utils.models.build", "retrain the offline models (seeded, resumable) and their cards"),
     "train": Command("course_utils.training.train", "train a recipe (digits, …) with checkpoints and bit-exact resume"),
+    "finetune": Command("course_utils.training.finetune", "DreamBooth, LoRA or full fine-tuning of a Stable Diffusion"),
     "assign": Command("course_utils.course.grade", "build student notebooks and autograders (otter)", ("assign",)),
     "grade": Command("course_utils.course.grade", "grade a folder of executed submissions → scores.csv", ("grade",)),
     "bench": Command("benchmarks.__main__", "the course's samplers against diffusers' schedulers, as ratios"),

@@ -11,7 +11,10 @@
 - ``from_scratch``: week 4's recipes (CS180 part B's single-step denoiser, time- and class-conditioned DDPMs,
   training subsets) and the measures that read them (the optimal denoiser of a training set, the memorization
   ratio, held-out loss per noise level);
-- ``train``: that command line (a face).
+- ``finetuning``: DreamBooth (prior preservation), LoRA through peft and full fine-tuning of a Stable Diffusion
+  pipeline as configurations of ``fit`` (validation loss with fixed noise, early stopping, adapter-only
+  checkpoints through accelerate's hooks, results diffusers loads: ``pytorch_lora_weights.safetensors``);
+- ``train``: that command line (a face); ``finetune``: ``diffusion-course finetune`` (a face).
 
 May import ``sampling`` (the forward process it trains against), ``models`` and ``data`` (the recipes' models and
 data), ``plotting``, ``errors`` and ``runtime``; never ``sd``, ``course`` or a face.

@@ -4,7 +4,8 @@ A run's folder holds one ``checkpoint-{step}/`` per save (the newest ``total_lim
 ``accelerator.save_state`` (weights ``model.safetensors``, ``optimizer.bin``, ``scheduler.bin``, the global RNG
 states ``random_states_{i}.pkl``) plus what the loop adds:
 
-- ``ema.safetensors``: the EMA of the weights;
+- ``ema.safetensors``: the EMA of the weights (when the run keeps one);
+- ``best.safetensors``: the trainable weights at the best validation so far (when the run validates);
 - ``generator_{i}.pt``: the state of process ``i``'s ``torch.Generator`` that draws every batch and every noise;
 - ``loop_state.json``, written last: the step, the optimisation seconds so far, the loss of every step, the
   sessions that ran (``runs``: where each process start began and how many steps it ran) and the run's
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from course_utils.errors import CourseError
 
@@ -39,6 +40,7 @@ __all__ = [
     "checkpoint_folders",
     "fingerprint",
     "latest_checkpoint",
+    "load_best",
     "load_checkpoint",
     "prune_checkpoints",
     "read_progress",
@@ -49,6 +51,7 @@ CHECKPOINT_PATTERN = re.compile(r"checkpoint-(\d+)")
 """A complete checkpoint's folder name; ``checkpoint-{step}.tmp`` is one being written."""
 STATE_FILE = "loop_state.json"
 EMA_FILE = "ema.safetensors"
+BEST_FILE = "best.safetensors"
 
 
 @dataclass
@@ -62,6 +65,10 @@ class Progress:
         runs: one entry per session (process start) that trained: ``{"from": step, "steps": n, "seconds": s}``,
             ``n`` counted by that session's loop.
         fingerprint: see :func:`fingerprint`.
+        parts: named parts of the loss, each a value per step (e.g. DreamBooth's ``instance`` and ``prior``).
+        validations: ``[step, validation loss]`` of every validation so far.
+        best_step: the step of the lowest validation loss so far (``None``: no validation yet).
+        stopped_early: the run ended because validation stopped improving (early stopping).
         path: the checkpoint folder (``None`` before the first save).
     """
 
@@ -70,6 +77,10 @@ class Progress:
     losses: list[float] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    parts: dict[str, list[float]] = field(default_factory=dict)
+    validations: list[list[float]] = field(default_factory=list)
+    best_step: int | None = None
+    stopped_early: bool = False
     path: Path | None = None
 
     def record(self) -> dict[str, Any]:
@@ -79,6 +90,10 @@ class Progress:
             "runs": self.runs,
             "fingerprint": self.fingerprint,
             "losses": self.losses,
+            "parts": self.parts,
+            "validations": self.validations,
+            "best_step": self.best_step,
+            "stopped_early": self.stopped_early,
         }
 
 
@@ -124,6 +139,10 @@ def read_progress(folder: str | Path) -> Progress | None:
         losses=record["losses"],
         runs=record["runs"],
         fingerprint=record["fingerprint"],
+        parts=record.get("parts", {}),
+        validations=record.get("validations", []),
+        best_step=record.get("best_step"),
+        stopped_early=record.get("stopped_early", False),
         path=path,
     )
 
@@ -149,15 +168,16 @@ def save_checkpoint(
     folder: str | Path,
     progress: Progress,
     *,
-    ema: torch.nn.Module,
+    ema: torch.nn.Module | None,
     generator: torch.Generator,
+    best: dict[str, torch.Tensor] | None = None,
     total_limit: int | None = None,
 ) -> Path:
     """Write ``folder/checkpoint-{progress.step}/`` (see the module docstring); every process calls it.
 
     Steps: 1) ``accelerator.save_state`` into ``checkpoint-{step}.tmp/`` (weights, optimizer, schedule, global
-    RNG; the registered save hooks run here), 2) each process's generator, the EMA and ``loop_state.json`` last,
-    3) rename to ``checkpoint-{step}/``, 4) prune to the newest ``total_limit``.
+    RNG; the registered save hooks run here), 2) each process's generator, the EMA (if any), the best weights (if
+    any) and ``loop_state.json`` last, 3) rename to ``checkpoint-{step}/``, 4) prune to the newest ``total_limit``.
     """
     folder = Path(folder)
     final = folder / f"checkpoint-{progress.step}"
@@ -173,7 +193,10 @@ def save_checkpoint(
     torch.save(generator.get_state(), tmp / f"generator_{accelerator.process_index}.pt")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_model(ema, str(tmp / EMA_FILE))
+        if ema is not None:
+            save_model(ema, str(tmp / EMA_FILE))
+        if best is not None:
+            save_file({name: t.detach().contiguous() for name, t in best.items()}, str(tmp / BEST_FILE))
         (tmp / STATE_FILE).write_text(json.dumps(progress.record()) + "\n")
         # 3) commit: a checkpoint of this step can only exist from an earlier run that stopped here
         if final.exists():
@@ -197,16 +220,23 @@ def prune_checkpoints(folder: str | Path, total_limit: int | None) -> list[Path]
 
 
 def load_checkpoint(
-    accelerator: Any, path: str | Path, *, ema: torch.nn.Module, generator: torch.Generator
+    accelerator: Any, path: str | Path, *, ema: torch.nn.Module | None, generator: torch.Generator
 ) -> Progress:
-    """Restore a checkpoint written by :func:`save_checkpoint` into the prepared objects, ``ema`` and
-    ``generator``; return its :class:`Progress`. The registered load hooks run inside ``load_state``."""
+    """Restore a checkpoint written by :func:`save_checkpoint` into the prepared objects, ``ema`` (if the run keeps
+    one) and ``generator``; return its :class:`Progress`. The registered load hooks run inside ``load_state``."""
     path = Path(path)
     progress = read_progress(path.parent)
     if progress is None or progress.path != path:
         raise CourseError(f"{path} is not the latest complete checkpoint of {path.parent}")
     accelerator.load_state(str(path))
-    load_model(ema, str(path / EMA_FILE), device=str(next(ema.parameters()).device))
+    if ema is not None:
+        load_model(ema, str(path / EMA_FILE), device=str(next(ema.parameters()).device))
     generator_file = path / f"generator_{accelerator.process_index}.pt"
     generator.set_state(torch.load(generator_file, weights_only=True))
     return progress
+
+
+def load_best(path: str | Path) -> dict[str, torch.Tensor] | None:
+    """The best weights a checkpoint holds (``best.safetensors``), or ``None`` where the run does not validate."""
+    file = Path(path) / BEST_FILE
+    return load_file(str(file)) if file.is_file() else None

@@ -31,6 +31,7 @@ from course_utils.training.checkpoints import (
     Progress,
     check_fingerprint,
     fingerprint,
+    load_best,
     load_checkpoint,
     read_progress,
     save_checkpoint,
@@ -46,6 +47,7 @@ __all__ = [
     "loss_weights",
     "lr_factor",
     "train_denoiser",
+    "trainable_state",
     "v_target",
 ]
 
@@ -76,6 +78,11 @@ class TrainConfig:
         checkpoints_total_limit: keep only the newest this many checkpoints (``None``: keep all).
         max_seconds: stop (after a checkpoint) once this much optimisation time has been spent, summed over
             resumed sessions; ``None``: no time budget.
+        use_ema: keep an EMA of the weights and return it; ``False`` (fine-tuning) returns the trained weights
+            themselves and saves no EMA in checkpoints.
+        validation_every: validate (``fit``'s ``validate``) every this many steps; ``None``: never.
+        patience: stop after this many validations in a row without a new lowest loss (early stopping);
+            ``None``: run all ``steps``. Either way the weights of the best validation are what ``fit`` returns.
     """
 
     steps: int = 4000
@@ -91,6 +98,9 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     checkpoints_total_limit: int | None = 2
     max_seconds: float | None = None
+    use_ema: bool = True
+    validation_every: int | None = None
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every"):
@@ -109,6 +119,13 @@ class TrainConfig:
             raise CourseError(f"TrainConfig.checkpoints_total_limit must be ≥ 1, got {self.checkpoints_total_limit}")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise CourseError(f"TrainConfig.max_seconds must be positive, got {self.max_seconds}")
+        for name in ("validation_every", "patience"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise CourseError(f"TrainConfig.{name} must be ≥ 1 or None, got {getattr(self, name)}")
+        if self.patience is not None and self.validation_every is None:
+            raise CourseError("TrainConfig.patience needs validation_every (early stopping counts validations)")
+        if self.validation_every is not None and self.use_ema:
+            raise CourseError("TrainConfig.validation_every needs use_ema=False (the validated weights are returned)")
 
     def arithmetic(self) -> dict:
         """The fields that decide what the run computes (all but :data:`BUDGET_FIELDS`)."""
@@ -151,12 +168,13 @@ def _generator_seed(seed: int, process_index: int) -> int:
 def fit(
     model: torch.nn.Module,
     *,
-    loss_fn: Callable[[torch.nn.Module, torch.Generator], torch.Tensor],
+    loss_fn: Callable[[torch.nn.Module, torch.Generator], torch.Tensor | dict[str, torch.Tensor]],
     config: TrainConfig = TrainConfig(),
     description: str = "training",
     accelerator=None,
     signature: dict | None = None,
     show_progress: bool = True,
+    validate: Callable[[torch.nn.Module], float] | None = None,
 ) -> tuple[torch.nn.Module, list[float]]:
     """The course's one training loop: AdamW with warm-up and cosine decay, gradient clipping, an EMA of the
     weights, a progress bar with the loss, and ``checkpoint-{step}/`` folders that a restarted run resumes from.
@@ -165,16 +183,23 @@ def fit(
         model: the module whose parameters are trained (in place).
         loss_fn: ``loss_fn(model, generator) -> loss``: draws its own batch and noise with ``generator`` (on the
             CPU, seeded from ``config.seed`` and saved in checkpoints, so a resumed run draws what the full run
-            drew) and returns a scalar loss; tensors it builds belong on the model's device.
+            drew) and returns a scalar loss, or a dict with the loss under ``"loss"`` and named parts of it (logged per
+            step in the checkpoints' ``parts``); tensors it builds belong on the model's device.
         config: see :class:`TrainConfig`.
         accelerator: an ``accelerate.Accelerator`` (default: a new one). Pass your own to register
             ``register_save_state_pre_hook`` / ``register_load_state_pre_hook`` hooks that save and load only
             part of the model (adapters), or to set mixed precision.
         signature: what else a resumed run must share with the checkpoint (a recipe's name and options).
         show_progress: show the progress bar (on the main process); ``False`` keeps a notebook cell's output clean.
+        validate: ``validate(model) -> loss`` on held-out data, called in eval mode without gradients every
+            ``config.validation_every`` steps; it must draw its noise from its own seeded generator (never the
+            training one, never the global RNG), so it is a function of the weights alone. The trainable weights of
+            the lowest validation loss are kept (in checkpoints too) and restored at the end; with
+            ``config.patience`` the run stops once that many validations in a row did not improve on it.
 
     Returns:
-        (the EMA copy of the model, unwrapped, in eval mode; the loss of every step of the run).
+        (the EMA copy of the model — or with ``use_ema=False`` the model itself, at its best validation if it
+        validates — unwrapped, in eval mode; the loss of every step of the run).
     """
     from accelerate import Accelerator
 
@@ -182,12 +207,18 @@ def fit(
     # 1) seeds, optimizer, schedule, accelerate
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(_generator_seed(config.seed, accelerator.process_index))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    if (validate is None) != (config.validation_every is None):
+        raise CourseError("fit: pass validate together with TrainConfig.validation_every, or neither")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise CourseError("fit: the model has no trainable parameters (all have requires_grad=False)")
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.0)
     # accelerate steps a prepared schedule once per process and optimizer step: count optimizer steps
     processes = accelerator.num_processes
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s // processes, config))
     prepared, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
-    ema = copy.deepcopy(accelerator.unwrap_model(prepared)).eval().requires_grad_(False)
+    unwrapped = accelerator.unwrap_model(prepared)
+    ema = copy.deepcopy(unwrapped).eval().requires_grad_(False) if config.use_ema else None
     # 2) resume from the newest checkpoint of the same configuration
     expected = fingerprint(
         accelerator.unwrap_model(prepared), {**config.arithmetic(), **(signature or {})}, processes=processes
@@ -195,9 +226,11 @@ def fit(
     progress = Progress(fingerprint=expected)
     folder = config.checkpoint_dir
     found = read_progress(folder) if folder else None
+    best = None
     if found is not None:
         check_fingerprint(found, expected)  # before a weight loads
         progress = load_checkpoint(accelerator, found.path, ema=ema, generator=generator)
+        best = load_best(found.path)
     # 3) the loop
     earlier, session = list(progress.runs), {"from": progress.step, "steps": 0, "seconds": 0.0}
     out_of_time = config.max_seconds is not None and progress.seconds >= config.max_seconds
@@ -208,19 +241,28 @@ def fit(
         disable=not (show_progress and accelerator.is_local_main_process),
     )
     prepared.train()
-    while progress.step < config.steps and not out_of_time:
+    while progress.step < config.steps and not out_of_time and not progress.stopped_early:
         started = time.perf_counter()
         loss = loss_fn(prepared, generator)
+        if isinstance(loss, dict):
+            for name, part in loss.items():
+                if name != "loss":
+                    progress.parts.setdefault(name, []).append(float(part.detach()))
+            loss = loss["loss"]
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         if config.grad_clip is not None:
             accelerator.clip_grad_norm_(prepared.parameters(), config.grad_clip)
         optimizer.step()
         schedule.step()
-        ema_update(ema, accelerator.unwrap_model(prepared), ema_decay_at(progress.step, config))
+        if ema is not None:
+            ema_update(ema, unwrapped, ema_decay_at(progress.step, config))
         progress.losses.append(loss.item())
-        elapsed = time.perf_counter() - started
         progress.step += 1
+        if validate is not None and progress.step % config.validation_every == 0:
+            best = _validation(prepared, unwrapped, validate, progress, best, config.patience)
+            prepared.train()
+        elapsed = time.perf_counter() - started
         progress.seconds += elapsed
         session["steps"] += 1
         session["seconds"] += elapsed
@@ -228,7 +270,8 @@ def fit(
         bar.update(1)
         if session["steps"] % 50 == 1 or progress.step == config.steps:
             bar.set_postfix(loss=f"{np.mean(progress.losses[-50:]):.4f}")
-        if folder and (progress.step % config.checkpoint_every == 0 or progress.step == config.steps or out_of_time):
+        last = progress.step == config.steps or out_of_time or progress.stopped_early
+        if folder and (progress.step % config.checkpoint_every == 0 or last):
             progress.runs = [*earlier, dict(session)]
             save_checkpoint(
                 accelerator,
@@ -236,11 +279,45 @@ def fit(
                 progress,
                 ema=ema,
                 generator=generator,
+                best=best,
                 total_limit=config.checkpoints_total_limit,
             )
     bar.close()
     prepared.eval()
-    return ema, progress.losses
+    if ema is not None:
+        return ema, progress.losses
+    if best is not None:
+        _restore(unwrapped, best)
+    return unwrapped, progress.losses
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the parameters that train (``requires_grad``), by name."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def _restore(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    for name, value in state.items():
+        params[name].copy_(value)
+
+
+@torch.no_grad()
+def _validation(prepared, unwrapped, validate, progress: Progress, best, patience: int | None):
+    """Validate; record it; keep the trainable weights if the loss is the lowest so far; decide early stopping.
+    Returns the best weights so far."""
+    prepared.eval()
+    value = float(validate(unwrapped))
+    progress.validations.append([progress.step, value])
+    lowest = min((v for s, v in progress.validations[:-1]), default=float("inf"))
+    if value < lowest or best is None:
+        progress.best_step = progress.step
+        return trainable_state(unwrapped)
+    since = sum(1 for s, _ in progress.validations if s > progress.best_step)
+    if patience is not None and since >= patience:
+        progress.stopped_early = True
+    return best
 
 
 def _out_of_time(accelerator, seconds: float, max_seconds: float | None) -> bool:
