@@ -38,7 +38,7 @@ def test_help_lists_every_command_with_one_line(capsys):
     code, out, _ = run_cli(capsys, "--help")
     assert code == 0
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
-    commands = {"run", "generate", "sweep", "models", "train", "assign", "grade", "bench"}
+    commands = {"run", "generate", "sweep", "models", "train", "finetune", "assign", "grade", "bench"}
     assert set(lines) == set(cli.COMMANDS) == commands
     assert all(len(line.split()) > 3 for line in lines.values())  # a summary, not just a name
 
