@@ -131,6 +131,33 @@ WEEKS = {
             "test_q4_is_reproducible_and_draws_its_batches_from_the_generator",
         ),
     ),
+    "05": Week(
+        folder="05_finetuning",
+        notebook="finetuning.ipynb",
+        questions={"q1": 3, "q2": 3, "q3": 2, "q4": 2},
+        answers={
+            "q1": "def caption_rows(",
+            "q2": "def add_lora(",
+            "q3": "def dreambooth_loss(",
+            "q4": "def merge_lora(",
+        },
+        public=(
+            "test_q1_clean_annotations",
+            "test_q2_counts_what_it_trains",
+            "test_q3_two_halves",
+            "test_q4_one_layer",
+        ),
+        hidden=(
+            "test_q1_planted_bad_annotations_match_the_package",
+            "test_q1_rows_load_as_an_imagefolder",
+            "test_q2_other_ranks_and_targets_freeze_everything_else",
+            "test_q2_starts_exactly_at_the_base_network_and_the_adapter_is_live",
+            "test_q3_random_tensors_against_the_formula",
+            "test_q3_an_odd_batch_is_refused",
+            "test_q4_agrees_with_peft_and_leaves_the_layer_alone",
+            "test_q4_the_merged_unet_computes_what_the_adapted_one_does",
+        ),
+    ),
 }
 VALID_WEEKS = ", ".join(WEEKS)
 # week 1, which the in-depth tests use

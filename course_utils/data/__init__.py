@@ -3,7 +3,9 @@
 - ``digits``: scikit-learn's 8×8 handwritten digits, split reproducibly;
 - ``photos``: scikit-image's photos, shipped drawings, the test image each denoiser sees;
 - ``shapes``: the captioned shapes world (seeded scenes, parseable captions, object masks, imagefolder and COCO
-  export);
+  captions / instances export);
+- ``coco``: COCO caption (and instance) annotations → a checked, atomically written ``imagefolder`` subset chosen
+  by category or caption keyword (``python -m course_utils.data.coco``);
 - ``images``: pure image operations (Gaussian blur, tensor ↔ PIL / NumPy);
 - ``hub_datasets``: one loader for training from scratch: the bundled digits, MNIST and CIFAR-10 through Hugging
   Face ``datasets`` (the ``gpu`` profile's), or the same from a local copy.
