@@ -10,7 +10,7 @@ Methods (:mod:`course_utils.training.finetuning`): ``dreambooth`` (the whole U-N
 preservation optional), ``lora`` (a peft adapter; on instance images, or on a captioned imagefolder with
 ``--train_data_dir``), ``full`` (the whole U-Net on a captioned imagefolder). Options keep the names of diffusers'
 training scripts; every one but ``--output_dir`` has an offline default: the course's ``course/shapes-sd``, and
-the offline concept (a star the shapes world never drew) with its instance images, written into
+the offline concept (a red heart the shapes world never drew) with its instance images, written into
 ``OUTPUT/instance_images`` on the first run, and its prompts ``"a sks shape"`` / ``"a shape"``.
 
 Running the same command again after an interruption resumes from the newest ``checkpoint-{step}/`` and ends with
@@ -112,11 +112,11 @@ def config_from_args(args) -> FinetuneConfig:
 
 def _offline_instances(output_dir: Path) -> Path:
     """The offline concept's instance images, written once into ``OUTPUT/instance_images``."""
-    from course_utils.data.concepts import STAR, export_instance_images
+    from course_utils.data.concepts import HEART, export_instance_images
 
     folder = output_dir / "instance_images"
     if not folder.is_dir() or not any(folder.iterdir()):
-        export_instance_images(STAR, folder)
+        export_instance_images(HEART, folder, n=8)
     return folder
 
 

@@ -56,11 +56,13 @@ __all__ = [
     "WORDS_FILE",
     "FinetuneConfig",
     "FinetuneResult",
+    "add_words",
     "attach_lora",
     "class_images",
     "finetune",
     "load_finetuned",
     "new_words",
+    "prepare_words",
     "prior_preservation_loss",
     "trainable_parameters",
     "validation_loss",
@@ -287,6 +289,14 @@ def _word_embeddings(text_encoder, words: Sequence[str], *, seed: int) -> dict[s
     mean, std = table.mean(0), table.std(0)
     generator = torch.Generator().manual_seed(seed)
     return {word: (mean + std * torch.randn(table.shape[1], generator=generator)).to(table.dtype) for word in words}
+
+
+def prepare_words(pipe, prompts: Sequence[str], *, seed: int) -> dict[str, torch.Tensor]:
+    """Give ``pipe`` every :func:`new_words` of ``prompts``, each with an embedding of its own (a seeded normal
+    draw with the vocabulary's per-dimension mean and std); return them (word → embedding)."""
+    embeddings = _word_embeddings(pipe.text_encoder, new_words(pipe.tokenizer, prompts), seed=seed)
+    add_words(pipe, embeddings)
+    return embeddings
 
 
 def add_words(pipe, embeddings: dict[str, torch.Tensor]) -> None:
@@ -544,9 +554,10 @@ def finetune(config: FinetuneConfig, *, show_progress: bool = True, pipe=None) -
         module.requires_grad_(False)
     resolution = config.resolution or pipe.vae.config.sample_size
     # 1) new words, 2) latents, embeddings and class images, 3) the model that trains
-    words = new_words(pipe.tokenizer, [config.instance_prompt, config.class_prompt] if config.uses_instances else [])
-    embeddings = _word_embeddings(pipe.text_encoder, words, seed=config.seed)
-    add_words(pipe, embeddings)
+    embeddings = prepare_words(
+        pipe, [config.instance_prompt, config.class_prompt] if config.uses_instances else [], seed=config.seed
+    )
+    words = list(embeddings)
     data = _prepare_data(pipe, config, resolution, show_progress)
     if config.uses_lora:
         attach_lora(unet, rank=config.rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
