@@ -1,5 +1,6 @@
 """The captioned shapes world: seeding, vocabulary, caption grammar, pictures that show their words, exports."""
 
+import hashlib
 import itertools
 import json
 
@@ -18,6 +19,7 @@ from course_utils.data.shapes import (
     RELATIONS,
     SHAPES,
     SIZES,
+    UNSEEN_SHAPES,
     Jitter,
     Scene,
     ShapeSpec,
@@ -228,7 +230,7 @@ def test_render_is_deterministic_and_anti_aliased():
         render(scene, size=4)
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES + UNSEEN_SHAPES)
 def test_colour_recolours_the_same_pixels(shape):
     interiors = []
     for colour in COLOURS:
@@ -239,7 +241,7 @@ def test_colour_recolours_the_same_pixels(shape):
     assert all(np.array_equal(interiors[0], other) for other in interiors[1:])
 
 
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", SHAPES + UNSEEN_SHAPES)
 def test_position_moves_the_centroid_the_right_way(shape):
     for size in SIZES:
         c = {p: centroid(object_mask(render(Scene((ShapeSpec(shape, "blue", size, p),), "beige")))) for p in POSITIONS}
@@ -251,10 +253,12 @@ def test_position_moves_the_centroid_the_right_way(shape):
 
 
 def test_size_shape_and_background_change_the_picture():
-    for shape, colour in itertools.product(SHAPES, COLOURS):
+    for shape, colour in itertools.product(SHAPES + UNSEEN_SHAPES, COLOURS):
         small, large = (object_mask(render(Scene((ShapeSpec(shape, colour, s),), "black"))) for s in SIZES)
         assert 0 < small.sum() < 0.5 * large.sum()
-    masks = [object_mask(render(Scene((ShapeSpec(shape, "red", "large"),), "grey"))) for shape in SHAPES]
+    masks = [
+        object_mask(render(Scene((ShapeSpec(shape, "red", "large"),), "grey"))) for shape in SHAPES + UNSEEN_SHAPES
+    ]
     for a, b in itertools.combinations(masks, 2):
         assert (a & b).sum() / (a | b).sum() < 0.9  # IoU: the silhouettes differ
     for background in BACKGROUND_RGB:
@@ -411,3 +415,74 @@ def test_partial_captions_leave_words_out_and_read_back():
         caption(one, omit=("shape",))
     with pytest.raises(CourseError, match="where a shape is expected"):
         prompt_attributes("a red")
+
+
+# ---------------------------------------------------------------------------------------------- the unseen shapes
+
+# sha256 of make_dataset(n, seed=seed)'s image bytes, then its captions joined by newlines, computed before the unseen
+# shapes existed: every committed model is trained on these pictures, so they must never change.
+DATASET_SHA256 = {
+    (2000, 0): "6d1d938de43f184c9377b9162fd67c73dca2b2ae18f0f2495f1b2f073d30ec14",  # the shapes stages' seed
+    (300, 1): "4ffdd2fce708924c482db7e35167b7e7c3d272b3cd6dcec79c212e1ce875c6fc",
+    (300, 2027): "22a86899505630b0842fcb9e7a6e2c19804b5857e3fa94f6d75c06fb7f7dc54b",  # the studies' held-out seed
+}
+
+
+@pytest.mark.parametrize(("n", "seed"), sorted(DATASET_SHA256))
+def test_the_training_world_is_drawn_exactly_as_before(n, seed):
+    data = make_dataset(n, seed=seed)
+    digest = hashlib.sha256(data.images.tobytes())
+    digest.update("\n".join(data.captions).encode())
+    assert digest.hexdigest() == DATASET_SHA256[n, seed]
+    assert not {o.shape for scene in data.scenes for o in scene.objects} & set(UNSEEN_SHAPES)
+
+
+def test_sample_scene_draws_an_unseen_shape_only_when_asked():
+    a, b = np.random.default_rng(7), np.random.default_rng(7)
+    default = [sample_scene(a) for _ in range(3000)]
+    assert default == [sample_scene(b, shapes=SHAPES) for _ in range(3000)]  # the same draws, the same state
+    assert not {o.shape for scene in default for o in scene.objects} & set(UNSEEN_SHAPES)
+    rng = np.random.default_rng(7)
+    wider = [o.shape for _ in range(600) for o in sample_scene(rng, shapes=SHAPES + UNSEEN_SHAPES).objects]
+    counts = {shape: wider.count(shape) for shape in SHAPES + UNSEEN_SHAPES}
+    assert min(counts.values()) > 0.6 * len(wider) / len(counts), counts  # every shape about equally often
+    assert make_dataset(5, seed=3, shapes=("star",)).captions[0].count("star") >= 1
+    with pytest.raises(CourseError, match="unknown shape 'hexagon'; valid shapes: circle, .*, star, heart"):
+        sample_scene(rng, shapes=("circle", "hexagon"))
+    with pytest.raises(CourseError, match="distinct"):
+        sample_scene(rng, shapes=("circle", "circle"))
+
+
+@pytest.mark.parametrize("shape", UNSEEN_SHAPES)
+def test_an_unseen_shape_is_captioned_parsed_and_masked_like_any(shape):
+    scene = Scene.pair(ShapeSpec(shape, "red", "large"), ShapeSpec("circle", "blue", "small"), relation="below")
+    text = caption(scene)
+    assert text == f"a large red {shape} below a small blue circle on a grey background"
+    assert parse_caption(text) == scene and prompt_attributes(text) == attributes(scene)
+    assert prompt_attributes(f"a {shape} on the left") == {"shape": shape, "count": "one", "position": "left"}
+    masks = object_masks(scene)  # (2, 32, 32) coverage; blending by it rebuilds the canonical picture
+    colours = [np.array(COLOUR_RGB[o.colour], float) for o in scene.objects]
+    rebuilt = recomposed(masks, np.array(BACKGROUND_RGB[scene.background], float), colours)
+    assert np.abs(rebuilt - render(scene)).max() <= 1.0
+    circle = object_masks(Scene((ShapeSpec("circle", "red", "large"),), "grey"))[0].sum()
+    assert 0.5 * circle < masks[0].sum() < 1.2 * circle  # a footprint like the other shapes'
+
+
+def test_the_star_has_five_points_and_the_heart_a_cleft():
+    """Silhouettes on a 128-pixel canvas: the star's outline meets a circle between its inner and outer radii ten
+    times (five points), the heart's top edge dips in the middle (two lobes) and it narrows to a point below."""
+    size = 128
+    star = render(Scene((ShapeSpec("star", "white", "large"),), "black"), size=size)[..., 0] > 128
+    ys, xs = np.nonzero(star)
+    cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+    angles = np.linspace(0, 2 * np.pi, 720, endpoint=False)
+    radius = 0.9 * 0.17 * 1.2 * size * 0.75  # between the inner (0.6) and outer (1.2) radii, in pixels
+    ring = star[np.rint(cy + radius * np.sin(angles)).astype(int), np.rint(cx + radius * np.cos(angles)).astype(int)]
+    assert np.count_nonzero(ring != np.roll(ring, 1)) == 10
+    heart = render(Scene((ShapeSpec("heart", "white", "large"),), "black"), size=size)[..., 0] > 128
+    ys, xs = np.nonzero(heart)
+    top = [np.nonzero(heart[:, x])[0].min() for x in range(xs.min() + 2, xs.max() - 1)]
+    middle = top[len(top) // 2]
+    assert middle > min(top) + 3  # the cleft sits lower than the lobes
+    rows = heart.sum(axis=1)
+    assert rows[ys.max() - 2] < 0.2 * rows.max()  # a point at the bottom

@@ -1,11 +1,22 @@
 """The attribute judge: slot labels, the adherence rules (on a judge that reads scenes exactly), the committed one."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from course_utils.course.paths import MODELS_DIR
-from course_utils.data.shapes import POSITIONS, Scene, ShapeSpec, caption, make_dataset, to_tensor
+from course_utils.data.shapes import (
+    POSITIONS,
+    SHAPES,
+    UNSEEN_SHAPES,
+    Scene,
+    ShapeSpec,
+    caption,
+    make_dataset,
+    to_tensor,
+)
 from course_utils.errors import CourseError
 from course_utils.models.shapes_judge import (
     ShapesJudge,
@@ -28,6 +39,7 @@ class ExactJudge(torch.nn.Module):
     def __init__(self, scenes):
         super().__init__()
         self.targets = slot_targets(scenes)
+        self.slot_shapes = ("none", *SHAPES)
         self.anchor = torch.nn.Parameter(torch.zeros(()))
 
     @property
@@ -59,6 +71,21 @@ def test_slot_targets_put_each_object_in_its_position():
     assert y["colour"][0, left] == 0 and (y["colour"][0, torch.arange(5) != left] == -100).all()
     assert y["shape"][1, top] == 2 and y["shape"][1, bottom] == 4  # square above plus
     assert y["size"][1, top] == 1 and y["size"][1, bottom] == 0 and y["background"].tolist() == [0, 0]
+
+
+def test_a_judge_reads_the_shapes_of_its_world():
+    assert ShapesJudge().slot_shapes == ("none", *SHAPES) and ShapesJudge().config.shapes == SHAPES
+    wide = ShapesJudge(width=8, hidden=16, shapes=SHAPES + UNSEEN_SHAPES)
+    assert wide(torch.zeros(2, 3, 32, 32))["shape"].shape == (2, 5, 7)
+    star = Scene((ShapeSpec("star", "red", "small", "top"),), "grey")
+    y = slot_targets([star, RED_CIRCLE_LEFT], shapes=wide.config.shapes)
+    assert y["shape"][0, POSITIONS.index("top")] == 5 and y["shape"][1, POSITIONS.index("left")] == 1
+    with pytest.raises(CourseError, match="unknown shape the judge reads 'star'; valid shape the judge reads"):
+        slot_targets([star])
+    with pytest.raises(CourseError, match="unknown shape 'hexagon'"):
+        ShapesJudge(shapes=("circle", "hexagon"))
+    with pytest.raises(CourseError, match="distinct"):
+        ShapesJudge(shapes=("circle", "circle"))
 
 
 def score(scene, prompt):
@@ -117,6 +144,9 @@ def test_brief_training_reads_renders_better_than_chance(tmp_path):
 @pytest.mark.skipif(not (MODELS_DIR / "shapes-judge" / "config.json").is_file(), reason="run `make models`")
 def test_the_committed_judge_reads_held_out_renders_and_their_captions():
     judge = load_shapes_judge(MODELS_DIR / "shapes-judge")
+    saved = json.loads((MODELS_DIR / "shapes-judge" / "config.json").read_text())
+    assert "shapes" not in saved and judge.slot_shapes == ("none", *SHAPES)  # saved before the field existed
+    assert judge.shape_head.out_features == len(POSITIONS) * 5
     data = make_dataset(300, seed=12345)  # not the training seed
     accuracy = judge_accuracy(judge, data.images, data.scenes)
     assert accuracy["mean_accuracy"] > 0.97, accuracy

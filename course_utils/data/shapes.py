@@ -12,6 +12,10 @@ side by side (``left of`` / ``right of``) or one above the other (``above`` / ``
 named object at the position its relation implies. :func:`caption` and :func:`parse_caption` are exact
 inverses; :func:`attributes` gives the ground-truth labels a classifier is scored against.
 
+:data:`UNSEEN_SHAPES` (a five-pointed ``star``, a ``heart``) are drawn, captioned, parsed and masked like any shape,
+but :func:`sample_scene` draws them only when asked (``shapes=SHAPES + UNSEEN_SHAPES``) and :func:`make_dataset`
+never: no committed model has seen one, so week 5 can teach one as a new concept (:mod:`course_utils.data.concepts`).
+
 Images are ``uint8`` arrays ``(H, W, 3)``, drawn at 4× and box-downsampled (anti-aliased).
 :func:`render` without a generator draws the canonical picture of a scene; :func:`make_dataset`
 passes its generator so that the pictures of one caption vary a little (:class:`Jitter`: offset, scale,
@@ -52,6 +56,7 @@ __all__ = [
     "RELATION_POSITIONS",
     "SHAPES",
     "SIZES",
+    "UNSEEN_SHAPES",
     "Jitter",
     "Scene",
     "ShapeSpec",
@@ -73,6 +78,8 @@ __all__ = [
 ]
 
 SHAPES = ("circle", "square", "triangle", "plus")
+UNSEEN_SHAPES = ("star", "heart")  # drawable, never sampled: outside the world every committed model is trained on
+_ALL_SHAPES = SHAPES + UNSEEN_SHAPES
 COLOURS = ("red", "green", "blue", "yellow", "purple", "white")
 SIZES = ("small", "large")
 POSITIONS = ("left", "right", "top", "bottom", "centre")
@@ -150,7 +157,7 @@ class ShapeSpec:
     position: str = "centre"
 
     def __post_init__(self) -> None:
-        check_choice("shape", self.shape, SHAPES)
+        check_choice("shape", self.shape, _ALL_SHAPES)
         check_choice("colour", self.colour, COLOURS)
         check_choice("size", self.size, SIZES)
         check_choice("position", self.position, POSITIONS)
@@ -207,7 +214,7 @@ class Jitter:
     Attributes:
         offset: shift of each object's centre, per axis, as a fraction of the image side.
         scale: relative change of each object's size.
-        rotation: rotation of squares, triangles and pluses, in degrees.
+        rotation: rotation of squares, triangles, pluses and stars, in degrees.
         shade: change of an object's brightness (all channels alike, 0–255 scale); each channel also moves by
             up to a quarter of it, a slight tint that leaves white white.
         background_shade: change of the background's brightness (all channels alike, 0–255 scale).
@@ -320,7 +327,7 @@ class _Words:
         self.take("article", ["a"])
         size = self.take("size", SIZES, optional=optional)
         colour = self.take("colour", COLOURS, optional=optional)
-        return size, colour, self.take("shape", SHAPES)
+        return size, colour, self.take("shape", _ALL_SHAPES)
 
     def end(self) -> None:
         if self.i < len(self.words):
@@ -391,7 +398,7 @@ def attributes(scene: Scene) -> dict[str, str]:
     """Ground-truth labels: ``shape``, ``colour``, ``size``, ``position``, ``background``, ``count``; for two
     objects also ``relation`` and the second object's ``shape_2``, ``colour_2``, ``size_2``, ``position_2``.
 
-    Every value is one of ``ATTRIBUTES[key]``.
+    Every value is one of ``ATTRIBUTES[key]``, but a ``shape`` or ``shape_2`` may also be one of :data:`UNSEEN_SHAPES`.
     """
     first = scene.objects[0]
     labels = {
@@ -429,10 +436,28 @@ def _outline(shape: str, radius: float) -> np.ndarray:
         r = 1.18 * radius  # circumradius; apex up, bounding box centred on the position
         a = np.radians([-90.0, 30.0, 150.0])
         return np.stack([r * np.cos(a), r * np.sin(a) + r / 4], axis=1)
-    a, t = radius, 0.34 * radius  # plus: arm half-length and half-thickness
-    return np.array(
-        [[-t, -a], [t, -a], [t, -t], [a, -t], [a, t], [t, t], [t, a], [-t, a], [-t, t], [-a, t], [-a, -t], [-t, -t]]
-    )
+    if shape == "plus":
+        a, t = radius, 0.34 * radius  # plus: arm half-length and half-thickness
+        return np.array(
+            [[-t, -a], [t, -a], [t, -t], [a, -t], [a, t], [t, t], [t, a], [-t, a], [-t, t], [-a, t], [-a, -t], [-t, -t]]
+        )
+    if shape == "star":
+        # five points up, alternating outer and inner vertices; the inner radius is half the outer (a stout star,
+        # so its points survive 32 pixels); the points reach about as far as the triangle's, and the bounding box
+        # is centred on the position (the lowest points sit at R·cos 36°, the apex at −R)
+        r_outer, r_inner = 1.2 * radius, 0.6 * radius
+        a = np.radians(-90.0 + 36.0 * np.arange(10))
+        r = np.where(np.arange(10) % 2 == 0, r_outer, r_inner)
+        shift = r_outer * (1 - math.cos(math.radians(36.0))) / 2
+        return np.stack([r * np.cos(a), r * np.sin(a) + shift], axis=1)
+    if shape == "heart":
+        # the classic heart curve x = 16 sin³t, y = 13 cos t − 5 cos 2t − 2 cos 3t − cos 4t (y flipped: point down),
+        # 1.15 radii wide on each side, bounding box centred on the position
+        t = np.linspace(0.0, 2 * math.pi, _CIRCLE_VERTICES, endpoint=False)
+        x = 16 * np.sin(t) ** 3
+        y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+        return np.stack([x, y - (y.max() + y.min()) / 2], axis=1) * (1.15 * radius / 16)
+    raise CourseError(f"unknown shape {shape!r}; valid shapes: {', '.join(_ALL_SHAPES)}")
 
 
 def _shade(rgb: tuple[int, int, int], delta: np.ndarray) -> tuple[int, int, int]:
@@ -546,16 +571,25 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- data sets
 
 
-def sample_scene(rng: np.random.Generator, *, two_object_prob: float = 0.5) -> Scene:
-    """A random scene, every word uniform; two objects with probability ``two_object_prob``."""
+def sample_scene(rng: np.random.Generator, *, two_object_prob: float = 0.5, shapes: Sequence[str] = SHAPES) -> Scene:
+    """A random scene, every word uniform; two objects with probability ``two_object_prob``.
+
+    ``shapes`` is the world's shape list (default :data:`SHAPES`, the training world: the same draws as ever); pass
+    ``SHAPES + UNSEEN_SHAPES`` for a world that includes the star.
+    """
     if not 0.0 <= two_object_prob <= 1.0:
         raise CourseError(f"two_object_prob must lie in [0, 1], got {two_object_prob}")
+    shapes = tuple(shapes)
+    if not shapes or len(set(shapes)) != len(shapes):
+        raise CourseError(f"shapes must be distinct and at least one, got {shapes}")
+    for shape in shapes:
+        check_choice("shape", shape, _ALL_SHAPES)
 
     def pick(values: Sequence[str]) -> str:
         return values[int(rng.integers(len(values)))]
 
     def spec(position: str = "centre") -> ShapeSpec:
-        return ShapeSpec(pick(SHAPES), pick(COLOURS), pick(SIZES), position)
+        return ShapeSpec(pick(shapes), pick(COLOURS), pick(SIZES), position)
 
     background = pick(BACKGROUNDS)
     if rng.random() < two_object_prob:
@@ -565,10 +599,16 @@ def sample_scene(rng: np.random.Generator, *, two_object_prob: float = 0.5) -> S
 
 
 def make_dataset(
-    n: int, *, seed: int, size: int = 32, two_object_prob: float = 0.5, jitter: Jitter | None = None
+    n: int,
+    *,
+    seed: int,
+    size: int = 32,
+    two_object_prob: float = 0.5,
+    jitter: Jitter | None = None,
+    shapes: Sequence[str] = SHAPES,
 ) -> ShapesDataset:
     """``n`` random scenes, their pictures (varied by ``jitter``, default :class:`Jitter`) and captions; the same
-    seed gives the same data.
+    seed gives the same data. ``shapes`` is :func:`sample_scene`'s (the default is the training world, drawn as ever).
 
     Item ``i`` does not depend on ``n`` or ``size``: a longer data set extends a shorter one, and the
     same seed at another ``size`` draws the same scenes.
@@ -578,7 +618,7 @@ def make_dataset(
     rng = np.random.default_rng(seed)
     scenes, images = [], []
     for _ in range(n):
-        scene = sample_scene(rng, two_object_prob=two_object_prob)
+        scene = sample_scene(rng, two_object_prob=two_object_prob, shapes=shapes)
         scenes.append(scene)
         images.append(render(scene, size=size, rng=rng, jitter=jitter))
     return ShapesDataset(np.stack(images), [caption(s) for s in scenes], scenes)

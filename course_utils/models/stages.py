@@ -7,6 +7,8 @@ Stages, in order:
 - ``shapes-clip``: the shapes CLIP (``shapes-clip``), also Stable Diffusion's text encoder and tokenizer;
 - ``shapes-vae``: the shapes autoencoder (``shapes-sd/vae``);
 - ``shapes-judge``: the attribute classifier that scores prompt adherence (``shapes-judge``);
+- ``concept-judge``: the same classifier trained on a world that also holds the unseen shapes (star, heart), the
+  reader of week 5's fine-tuned concept (``shapes-judge-unseen``);
 - ``shapes-sd``: the text-conditional U-Net on VAE latents, assembled with the others into a
   ``StableDiffusionPipeline`` (``shapes-sd``), then measured for its model card;
 - ``from-scratch``: week 4's small course U-Nets (CS180 part B, seed 003's path, the learning-rate study, latent
@@ -30,8 +32,16 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
 from course_utils.course.paths import ROOT
+from course_utils.data.concepts import HEART, STAR, instance_images
 from course_utils.data.digits import load_digits_split
-from course_utils.data.shapes import ShapesDataset, make_dataset, split_dataset, to_tensor
+from course_utils.data.shapes import (
+    SHAPES,
+    UNSEEN_SHAPES,
+    ShapesDataset,
+    make_dataset,
+    split_dataset,
+    to_tensor,
+)
 from course_utils.denoisers import load_denoiser
 from course_utils.errors import check_choice
 from course_utils.metrics import digit_classifier, psnr_per_image
@@ -50,7 +60,15 @@ from course_utils.models.shapes_clip import (
     save_shapes_clip,
     train_shapes_clip,
 )
-from course_utils.models.shapes_judge import ShapesJudge, judge_hits, load_shapes_judge, train_shapes_judge
+from course_utils.models.shapes_judge import (
+    ShapesJudge,
+    concept_rate,
+    judge_hits,
+    load_shapes_judge,
+    read_images,
+    slot_targets,
+    train_shapes_judge,
+)
 from course_utils.models.shapes_sd import (
     P_OMIT,
     assemble_pipeline,
@@ -75,17 +93,22 @@ from course_utils.training.loop import TrainConfig, train_denoiser
 __all__ = [
     "DIGITS_CONFIG",
     "STAGES",
+    "build_concept_judge_stage",
     "build_digits",
     "build_shapes_clip_stage",
     "build_shapes_judge_stage",
     "build_shapes_sd_stage",
     "build_shapes_vae_stage",
     "build_stage",
+    "concept_judge_metrics",
+    "concept_world",
     "digits_agreement",
     "shapes_data",
+    "train_concept_judge",
+    "vae_round_trip",
 ]
 
-STAGES = ("digits", "shapes-clip", "shapes-vae", "shapes-judge", "shapes-sd", "from-scratch")
+STAGES = ("digits", "shapes-clip", "shapes-vae", "shapes-judge", "concept-judge", "shapes-sd", "from-scratch")
 
 DIGITS_CONFIG = TrainConfig(steps=4000, batch_size=128, lr=2e-3, warmup_steps=200, ema_decay=0.995, seed=0)
 P_UNCOND = 0.1  # label dropout for classifier-free guidance
@@ -282,6 +305,89 @@ def build_shapes_judge_stage(out: Path, *, train: bool = True, config: TrainConf
     return metrics
 
 
+CONCEPT_JUDGE_DATA = {"n": 30_000, "seed": 5, "held_out_fraction": 0.05}  # a world with the unseen shapes too
+CONCEPT_JUDGE_CONFIG = TrainConfig(steps=1000, batch_size=128, lr=2e-3, warmup_steps=100, ema_decay=0.99, seed=0)
+
+
+def concept_world(data: dict = CONCEPT_JUDGE_DATA) -> tuple[ShapesDataset, ShapesDataset]:
+    """``(train, held_out)`` of the shapes world with :data:`~course_utils.data.shapes.UNSEEN_SHAPES` among its
+    shapes, every shape equally likely (``make_dataset(..., shapes=SHAPES + UNSEEN_SHAPES)``)."""
+    world = make_dataset(data["n"], seed=data["seed"], shapes=SHAPES + UNSEEN_SHAPES)
+    return split_dataset(world, held_out_fraction=data["held_out_fraction"], seed=data["seed"])
+
+
+def concept_judge_metrics(judge: ShapesJudge, held_out: ShapesDataset) -> dict:
+    """Held-out accuracy per reading (:func:`judge_hits`) and, per shape, the share of slots holding it that the
+    judge reads as it (``recall_<shape>``), each with its Wilson interval; ``n_held_out`` pictures."""
+    metrics: dict = {
+        reading: proportion(right) for reading, right in judge_hits(judge, held_out.images, held_out.scenes).items()
+    }
+    pred = read_images(judge, held_out.images)["shape"]  # (N, 5) slot classes
+    truth = slot_targets(held_out.scenes, shapes=judge.config.shapes)["shape"]
+    for k, shape in enumerate(judge.slot_shapes[1:], start=1):
+        metrics[f"recall_{shape}"] = proportion((pred[truth == k] == k).numpy())
+    metrics["n_held_out"] = len(held_out)
+    return metrics
+
+
+def vae_round_trip(judge: ShapesJudge, vae_path: Path, *, n: int = 120) -> dict:
+    """Per concept (:data:`~course_utils.data.concepts.HEART`, :data:`~course_utils.data.concepts.STAR`), the share of
+    ``n`` instance-style renders that the judge still reads as the concept after the shapes VAE's round trip
+    (``vae_round_trip_<name>``, Wilson interval): what a fine-tuned model, which draws through that VAE, can show."""
+    vae = load_shapes_vae(vae_path)
+    result = {}
+    for concept in (HEART, STAR):
+        x = to_tensor(instance_images(concept, n=n, seed=0).images)
+        result[f"vae_round_trip_{concept.name}"] = proportion(concept_rate(judge, decode(vae, encode(vae, x)), concept))
+    return result
+
+
+def train_concept_judge(train_set: ShapesDataset, *, config: TrainConfig, width: int = 32, hidden: int = 256):
+    """A :class:`ShapesJudge` of ``SHAPES + UNSEEN_SHAPES``, initialised from ``config.seed`` (not from whatever
+    drew from the global generator before) and trained on ``train_set``; returns the EMA weights."""
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        judge = ShapesJudge(width=width, hidden=hidden, shapes=SHAPES + UNSEEN_SHAPES)
+    ema, _ = train_shapes_judge(judge, train_set.images, train_set.scenes, config=config)
+    return ema
+
+
+def build_concept_judge_stage(
+    out: Path, *, train: bool = True, config: TrainConfig = CONCEPT_JUDGE_CONFIG, data: dict = CONCEPT_JUDGE_DATA
+) -> dict:
+    """Train and save the concept judge (``out/shapes-judge-unseen``): the shapes judge's recipe on renders of a
+    world that also holds the unseen shapes; measure it on held-out renders of that world."""
+    path = out / "shapes-judge-unseen"
+    train_set, held_out = concept_world(data)
+    metrics = {}
+    if train:
+        started = time.perf_counter()
+        ema = train_concept_judge(train_set, config=_checkpoints("concept-judge", config))
+        metrics["train_seconds"] = time.perf_counter() - started
+        ema.save_pretrained(path, safe_serialization=True)
+    judge = load_shapes_judge(path)
+    metrics |= concept_judge_metrics(judge, held_out) | vae_round_trip(judge, out / "shapes-sd" / "vae")
+    write_metrics(path, metrics)
+    _small_card(
+        path,
+        title="course/shapes-judge-unseen",
+        about="The concept judge of week 5: the shapes judge (course_utils.models.shapes_judge) trained on"
+        f" ground-truth renders of a shapes world whose objects are any of {', '.join(SHAPES + UNSEEN_SHAPES)} (the"
+        " last two never appear in the data the other models learn from), so it can tell whether a fine-tuned model"
+        " draws the concept it was taught. Accuracies below are on held-out renders of that world: shape per slot"
+        " (empty included), colour and size on occupied slots, background; recall_<shape>: the share of slots"
+        " holding that shape that the judge reads as it; vae_round_trip_<concept>: the share of 120 renders of week 5's"
+        " concepts (course_utils.data.concepts: a red heart, a yellow star) it reads as the concept after the shapes"
+        " VAE's encode-decode, the most a fine-tuned model drawing through that VAE can show.",
+        load='course_utils.models.shapes_judge.load_shapes_judge("data/models/shapes-judge-unseen")',
+        config=config,
+        metrics=metrics,
+        data=data,
+        world="make_dataset({n}, seed={seed}, shapes=SHAPES + UNSEEN_SHAPES)",
+    )
+    return metrics
+
+
 def build_shapes_sd_stage(out: Path, *, train: bool = True, config: TrainConfig = UNET_CONFIG) -> dict:
     """Train the U-Net on VAE latents, assemble and save the ``StableDiffusionPipeline`` (``out/shapes-sd``),
     then measure it and write its model card."""
@@ -334,9 +440,19 @@ def build_shapes_sd_stage(out: Path, *, train: bool = True, config: TrainConfig 
     return metrics
 
 
-def _small_card(path: Path, *, title: str, about: str, load: str, config: TrainConfig, metrics: dict) -> None:
+def _small_card(
+    path: Path,
+    *,
+    title: str,
+    about: str,
+    load: str,
+    config: TrainConfig,
+    metrics: dict,
+    data: dict = SHAPES_DATA,
+    world: str = "make_dataset({n}, seed={seed})",
+) -> None:
     """``README.md`` for a supporting model: what it is, how to load it, how it was trained, what was measured."""
-    n_train = SHAPES_DATA["n"] - round(SHAPES_DATA["n"] * SHAPES_DATA["held_out_fraction"])
+    n_train = data["n"] - round(data["n"] * data["held_out_fraction"])
     lines = [
         f"# {title}",
         "",
@@ -346,7 +462,7 @@ def _small_card(path: Path, *, title: str, about: str, load: str, config: TrainC
         "",
         f"Training (`make models`, seed {config.seed}): {config.steps} steps, batch {config.batch_size}, AdamW lr"
         f" {config.lr}, EMA {config.ema_decay}, on the {n_train} training"
-        f" pictures of `make_dataset({SHAPES_DATA['n']}, seed={SHAPES_DATA['seed']})`.",
+        f" pictures of `{world.format(n=data['n'], seed=data['seed'])}`.",
         "",
         "## Measured (`python -m course_utils.models.build --eval-only --only <stage>`)",
         "",
@@ -382,6 +498,11 @@ def build_stage(name: str, out: Path, *, train: bool = True, digits_steps: int =
         metrics = build_shapes_judge_stage(out, train=train)
         readings = ("shape", "colour", "size", "background")
         return "shapes judge: held-out accuracy " + ", ".join(f"{k} {metrics[k]}" for k in readings)
+    if name == "concept-judge":
+        metrics = build_concept_judge_stage(out, train=train)
+        readings = ("shape", "colour", "size", "background", *(f"recall_{s}" for s in UNSEEN_SHAPES))
+        readings += ("vae_round_trip_heart", "vae_round_trip_star")
+        return "concept judge: held-out accuracy " + ", ".join(f"{k} {metrics[k]}" for k in readings)
     if name == "from-scratch":
         build_from_scratch_stage(out, train=train)  # prints its own measures, model by model
         return None
