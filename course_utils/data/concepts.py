@@ -10,7 +10,8 @@ shape in one fixed colour. The shapes world can draw it, but no committed model 
 :data:`HEART` (a red heart) is the week's concept. :data:`STAR` (a yellow star) was the first choice and stays as
 the counterexample the VAE check teaches: the shapes VAE (4×8×8 latents of a 32×32 picture, trained on circles,
 squares, triangles and pluses) rounds a star's thin points into a pentagon, or a blob at the small size, and the
-concept judge then misses about one reconstructed star in seven, while a heart's two lobes and point survive.
+concept judge then misses about one reconstructed star in ten (``vae_round_trip_star`` on its model card), while a
+heart's two lobes and point survive (``vae_round_trip_heart``).
 A DreamBooth-tuned U-Net can only draw what the frozen VAE decodes, so a concept must survive the round trip.
 
 - prompts: :func:`instance_prompt`, :func:`class_prompt`, :func:`concept_prompt` (the caption grammar's position
