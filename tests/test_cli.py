@@ -77,7 +77,8 @@ def test_an_unknown_command_is_one_line_naming_the_valid_ones(capsys, argv):
     code, out, err = run_cli(capsys, *argv)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1, err
-    assert f"unknown command {argv[0]!r}" in err and "run, generate, sweep, models, train, finetune, assign, grade, bench" in err
+    assert f"unknown command {argv[0]!r}" in err
+    assert "run, generate, sweep, models, train, finetune, assign, grade, bench" in err
 
 
 def test_no_command_prints_the_usage_and_exits_2(capsys):
