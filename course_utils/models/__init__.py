@@ -8,6 +8,8 @@
 - ``cards``: the ``metrics.json`` every model card writes;
 - ``from_scratch``: week 4's small course U-Nets (``make models`` stage ``from-scratch``): their specs, training on
   any data, loading the committed ones;
+- ``finetuned``: week 5's heart concept taught to ``shapes-sd`` (DreamBooth and LoRA, with and without prior
+  preservation; stage ``finetuned``), the measures that read it, the committed adapters;
 - ``stages``: each model's training, saving and measuring, as ``make models`` runs them; ``build``: that
   command line (a face).
 

@@ -12,7 +12,9 @@ Stages, in order:
 - ``shapes-sd``: the text-conditional U-Net on VAE latents, assembled with the others into a
   ``StableDiffusionPipeline`` (``shapes-sd``), then measured for its model card;
 - ``from-scratch``: week 4's small course U-Nets (CS180 part B, seed 003's path, the learning-rate study, latent
-  diffusion on the shapes VAE's latents), :mod:`course_utils.models.from_scratch` (``from-scratch/<name>``).
+  diffusion on the shapes VAE's latents), :mod:`course_utils.models.from_scratch` (``from-scratch/<name>``);
+- ``finetuned``: week 5's heart concept taught to ``shapes-sd`` by DreamBooth and LoRA, with and without prior
+  preservation, measured; the LoRA adapters committed, :mod:`course_utils.models.finetuned` (``shapes-sd-heart``).
 
 Each model is trained with a fixed seed (same weights on the same software stack), saved as
 safetensors in diffusers or transformers layout, evaluated, and described in a ``README.md`` beside its
@@ -108,7 +110,9 @@ __all__ = [
     "vae_round_trip",
 ]
 
-STAGES = ("digits", "shapes-clip", "shapes-vae", "shapes-judge", "concept-judge", "shapes-sd", "from-scratch")
+STAGES = (
+    "digits", "shapes-clip", "shapes-vae", "shapes-judge", "concept-judge", "shapes-sd", "from-scratch", "finetuned",
+)  # fmt: skip
 
 DIGITS_CONFIG = TrainConfig(steps=4000, batch_size=128, lr=2e-3, warmup_steps=200, ema_decay=0.995, seed=0)
 P_UNCOND = 0.1  # label dropout for classifier-free guidance
@@ -505,6 +509,11 @@ def build_stage(name: str, out: Path, *, train: bool = True, digits_steps: int =
         return "concept judge: held-out accuracy " + ", ".join(f"{k} {metrics[k]}" for k in readings)
     if name == "from-scratch":
         build_from_scratch_stage(out, train=train)  # prints its own measures, model by model
+        return None
+    if name == "finetuned":
+        from course_utils.models.finetuned import build_finetuned_stage
+
+        build_finetuned_stage(out, train=train)  # prints its own measures, run by run
         return None
     build_shapes_sd_stage(out, train=train)  # prints its own measures
     return None

@@ -1,0 +1,227 @@
+"""Week 5's fine-tuned shapes models: the heart concept taught to ``shapes-sd`` by DreamBooth and by LoRA, each with
+and without prior preservation, measured by the concept reader (``shapes-judge-unseen``); ``make models`` stage
+``finetuned`` (``data/models/shapes-sd-heart``).
+
+The measures (:func:`concept_measures`), each a share with its Wilson interval over prompts × seeds, or a
+bootstrap mean — the course's reader standing in for the DreamBooth paper's DINO and CLIP scores (Ruiz et al.
+2023, Table 2 and §4.3):
+
+- ``concept``: how often the reader sees a heart for the instance prompt ``"a sks shape"``;
+- ``composed``: for ``"a sks shape <position> on a <background> background"`` (three placements), how often the
+  heart, its position and its background are all read right;
+- ``class_heart``: how often a heart appears for the class prompt ``"a shape"`` — the class noun drifting onto the
+  concept (DreamBooth's *language drift*; prior preservation is there to keep it low);
+- ``ordinary``: exact adherence on ordinary shapes-world prompts (every attribute read right) — drift beyond the
+  class noun;
+- ``diversity``: mean pairwise RMS distance between the instance prompt's images (DreamBooth's DIV, in pixels).
+
+Only the LoRA adapters are committed (about 0.2 MB each with their words); the two DreamBooth U-Nets (12.6 MB each)
+are trained, measured and left in the stage's run folder, which ``.gitignore`` keeps out of the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from course_utils.data.concepts import (
+    HEART,
+    Concept,
+    class_prompt,
+    concept_prompt,
+    export_instance_images,
+    instance_prompt,
+)
+from course_utils.errors import CourseError
+from course_utils.models.cards import write_metrics
+from course_utils.models.shapes_judge import ShapesJudge, adherence, concept_hits, concept_rate, load_shapes_judge
+from course_utils.stats import Estimate, bootstrap_mean, proportion
+from course_utils.training.finetuning import LORA_FILE, RECORD_FILE, WORDS_FILE, FinetuneConfig, finetune, load_base
+
+__all__ = [
+    "COMPOSITIONS",
+    "FOLDER",
+    "ORDINARY_PROMPTS",
+    "RUNS",
+    "FinetunedRun",
+    "build_finetuned_stage",
+    "concept_measures",
+    "load_adapter",
+]
+
+FOLDER = "shapes-sd-heart"
+ORDINARY_PROMPTS = (
+    "a blue square on the right on a grey background",
+    "a small green triangle at the top on a beige background",
+    "a large purple circle on the left on a black background",
+    "a yellow plus in the centre on a grey background",
+)
+COMPOSITIONS = (("left", "black"), ("right", "beige"), ("top", "grey"))
+MEASURES = ("concept", "composed", "class_heart", "ordinary", "diversity")
+
+
+@dataclass(frozen=True)
+class FinetunedRun:
+    """One fine-tuning of the stage: its name (the folder), the recipe's method, prior preservation, learning
+    rate and steps, and whether its result is committed (adapters only)."""
+
+    name: str
+    method: str
+    prior: bool
+    learning_rate: float
+    steps: int
+    commit: bool = False
+
+
+RUNS = (
+    FinetunedRun("dreambooth", "dreambooth", False, 1e-3, 400),
+    FinetunedRun("dreambooth-prior", "dreambooth", True, 1e-3, 400),
+    FinetunedRun("lora", "lora", False, 3e-3, 600, commit=True),
+    FinetunedRun("lora-prior", "lora", True, 3e-3, 600, commit=True),
+)
+
+
+def _draw(pipe, prompts: list[str], *, n_seeds: int, steps: int, guidance: float, seed: int) -> torch.Tensor:
+    """``len(prompts) × n_seeds`` images ``(P·S, 3, H, W)`` in ``[-1, 1]``; image ``(p, s)`` from seed
+    ``seed·1000 + s``, so every model draws from the same noise."""
+    images = []
+    for prompt in prompts:
+        generators = [torch.Generator().manual_seed(seed * 1000 + s) for s in range(n_seeds)]
+        out = pipe([prompt] * n_seeds, num_inference_steps=steps, guidance_scale=guidance, generator=generators,
+                   output_type="pt").images  # fmt: skip
+        images.append(out * 2 - 1)
+    return torch.cat(images)
+
+
+def _pairwise_rms(images: torch.Tensor) -> np.ndarray:
+    """Per image, its mean RMS distance to the others ``(N,)`` (their mean is ``metrics.diversity``)."""
+    flat = images.float().flatten(1)
+    d = torch.cdist(flat, flat) / flat.shape[1] ** 0.5
+    return (d.sum(1) / (len(flat) - 1)).numpy()
+
+
+def concept_measures(
+    pipe, *, judge: ShapesJudge, concept: Concept = HEART, n_seeds: int = 24, steps: int = 20,
+    guidance: float = 7.5, seed: int = 0,
+) -> dict[str, Estimate]:  # fmt: skip
+    """The module docstring's measures of ``pipe`` (which must know the concept's words)."""
+    if n_seeds < 2:
+        raise CourseError(f"concept_measures needs at least 2 seeds per prompt, got {n_seeds}")
+    kw = dict(n_seeds=n_seeds, steps=steps, guidance=guidance, seed=seed)
+    instance = _draw(pipe, [instance_prompt(concept)], **kw)
+    composed_prompts = [concept_prompt(concept, position=p, background=b) for p, b in COMPOSITIONS]
+    composed = _draw(pipe, composed_prompts, **kw)
+    hits = concept_hits(judge, composed, [p for p in composed_prompts for _ in range(n_seeds)], concept)
+    all_right = np.logical_and.reduce([hits[k] for k in ("shape", "position", "background")])
+    ordinary = _draw(pipe, list(ORDINARY_PROMPTS), **kw)
+    read = adherence(judge, ordinary, [p for p in ORDINARY_PROMPTS for _ in range(n_seeds)])
+    return {
+        "concept": proportion(concept_rate(judge, instance, concept)),
+        "composed": proportion(all_right),
+        "class_heart": proportion(concept_rate(judge, _draw(pipe, [class_prompt(concept)], **kw), concept)),
+        "ordinary": proportion(read.per_sample == 1.0),
+        "diversity": bootstrap_mean(_pairwise_rms(instance)),
+    }
+
+
+def load_adapter(name: str = "lora-prior", *, root: str | Path | None = None):
+    """A committed adapter of the stage on a fresh ``shapes-sd``: the pipeline with its words and LoRA weights."""
+    from course_utils.course.paths import MODELS_DIR
+    from course_utils.training.finetuning import load_finetuned
+
+    folder = Path(root or MODELS_DIR) / FOLDER / name
+    if not (folder / LORA_FILE).is_file():
+        valid = [r.name for r in RUNS if r.commit]
+        raise CourseError(f"no committed adapter {name!r} at {folder} (committed: {', '.join(valid)})")
+    return load_finetuned(folder, base=load_base(str(Path(root or MODELS_DIR) / "shapes-sd")))
+
+
+def build_finetuned_stage(out: Path, *, train: bool = True, runs: tuple[FinetunedRun, ...] = RUNS,
+                          n_seeds: int = 24, seed: int = 0) -> dict:  # fmt: skip
+    """Fine-tune ``out/shapes-sd`` on the heart with every run of ``runs`` (resumable: each run's folder is
+    ``out/shapes-sd-heart/runs/<name>``), measure base and runs, commit the adapters, write the card."""
+    folder = out / FOLDER
+    judge = load_shapes_judge(out / "shapes-judge-unseen")
+    base_path = str(out / "shapes-sd")
+    instances = export_instance_images(HEART, folder / "runs" / "instance_images", n=8, seed=seed)
+    metrics: dict = {"n_seeds": n_seeds, "runs": {}}
+    base = load_base(base_path)
+    from course_utils.training.finetuning import prepare_words
+
+    prepare_words(base, [instance_prompt(HEART), class_prompt(HEART)], seed=seed)
+    metrics["base"] = concept_measures(base, judge=judge, n_seeds=n_seeds, seed=seed)
+    for run in runs:
+        run_dir = folder / "runs" / run.name
+        if not train and not (run_dir / RECORD_FILE).is_file():
+            raise CourseError(f"--eval-only: {run_dir} holds no finished run; train the stage first")
+        config = FinetuneConfig(
+            method=run.method, output_dir=str(run_dir), pretrained_model_name_or_path=base_path,
+            instance_data_dir=str(instances), with_prior_preservation=run.prior, num_class_images=32,
+            learning_rate=run.learning_rate, max_train_steps=run.steps, train_batch_size=2, validation_steps=50,
+            patience=3, checkpointing_steps=100, seed=seed,
+        )  # fmt: skip
+        started = time.perf_counter()
+        result = finetune(config, show_progress=True)
+        record = json.loads((run_dir / RECORD_FILE).read_text())
+        measures = concept_measures(result.pipeline, judge=judge, n_seeds=n_seeds, seed=seed)
+        metrics["runs"][run.name] = {
+            **measures,
+            "method": run.method,
+            "prior_preservation": run.prior,
+            "learning_rate": run.learning_rate,
+            "steps": result.step,
+            "best_step": result.best_step,
+            "stopped_early": result.stopped_early,
+            "train_seconds": record["seconds"],
+            "wall_seconds": time.perf_counter() - started,
+            "trainable_parameters": record["trainable_parameters"]
+            or sum(p.numel() for p in result.pipeline.unet.parameters()),
+        }
+        if run.commit:
+            target = folder / run.name
+            target.mkdir(parents=True, exist_ok=True)
+            for name in (LORA_FILE, WORDS_FILE, "loss.png"):
+                shutil.copy2(run_dir / name, target / name)
+            (target / RECORD_FILE).write_text(_portable(record, out))
+        print(f"finetuned {run.name}: " + ", ".join(f"{k} {measures[k]}" for k in MEASURES), flush=True)
+    write_metrics(folder, metrics)
+    _write_card(folder, metrics)
+    return metrics
+
+
+def _portable(record: dict, out: Path) -> str:
+    """A run's ``finetune.json`` with the stage's folder written as ``data/models`` (no machine's own paths)."""
+    text = json.dumps(record, indent=2)
+    return text.replace(str(out.resolve()), "data/models").replace(str(out), "data/models") + "\n"
+
+
+def _write_card(folder: Path, metrics: dict) -> None:
+    header = "| model | concept | composed | class → heart | ordinary | diversity | steps (best) | train s |"
+    lines = [header, "|" + " --- |" * 8]
+    rows = [("base (shapes-sd)", metrics["base"], None), *((k, v, v) for k, v in metrics["runs"].items())]
+    for name, m, run in rows:
+        extra = f"{run['steps']} ({run['best_step']}) | {run['train_seconds']:.0f}" if run else "— | —"
+        lines.append(f"| {name} | " + " | ".join(str(m[k]) for k in MEASURES) + f" | {extra} |")
+    text = f"""# shapes-sd-heart: the heart concept taught to shapes-sd (week 5)
+
+Built by `make models ARGS="--only finetuned"` (course_utils.models.finetuned). Instance prompt
+`{instance_prompt(HEART)}`, class prompt `{class_prompt(HEART)}`, 8 instance pictures (2 of them held out for
+the validation loss: one every 50 steps, early stopping after 3 without improvement, the best weights kept), 32
+class pictures for prior preservation, batch 2 (+ 2 class pictures). Measured by the concept reader
+(`shapes-judge-unseen`) on {metrics['n_seeds']} seeds per prompt, 20 DDIM steps, guidance 7.5; 95 % intervals
+(Wilson for shares, bootstrap for diversity).
+
+{chr(10).join(lines)}
+
+Committed: the LoRA adapters `lora/` and `lora-prior/` (`pytorch_lora_weights.safetensors`, the new words'
+`learned_embeds.safetensors`, `finetune.json`, `loss.png`); load one with
+`course_utils.models.finetuned.load_adapter("lora-prior")` or diffusers' `pipe.load_lora_weights(folder)` after
+`pipe.load_textual_inversion`. The DreamBooth U-Nets stay in `runs/` (not committed).
+"""
+    (folder / "README.md").write_text(text)

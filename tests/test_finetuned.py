@@ -1,0 +1,51 @@
+"""Week 5's committed adapters (``data/models/shapes-sd-heart``) and the ``finetuned`` stage that builds them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from course_utils.course.paths import MODELS_DIR
+from course_utils.errors import CourseError
+from course_utils.models.finetuned import FOLDER, MEASURES, FinetunedRun, build_finetuned_stage, load_adapter
+from course_utils.training.finetuning import LORA_FILE, load_base
+
+
+def test_an_unknown_adapter_is_one_line_naming_the_committed_ones():
+    with pytest.raises(CourseError, match="lora, lora-prior"):
+        load_adapter("dreambooth")
+
+
+@pytest.mark.parametrize("name", ["lora", "lora-prior"])
+def test_the_committed_adapters_load_with_their_alpha_and_change_the_unet(name):
+    folder = MODELS_DIR / FOLDER / name
+    with safe_open(str(folder / LORA_FILE), "pt") as f:
+        metadata = json.loads(f.metadata()["lora_adapter_metadata"])
+    assert metadata["unet.lora_alpha"] == 16 and metadata["unet.r"] == 8  # α / r = 2 survives a reload
+    tuned, base = load_adapter(name), load_base(str(MODELS_DIR / "shapes-sd"))
+    ids = tuned.tokenizer(["a sks shape"], padding="max_length", return_tensors="pt").input_ids
+    assert tuned.tokenizer.convert_ids_to_tokens(ids[0, 1:4].tolist()) == ["a</w>", "sks", "shape"]
+    g = torch.Generator().manual_seed(0)
+    z, t = torch.randn(1, 4, 8, 8, generator=g), torch.tensor([400])
+    with torch.no_grad():
+        cond = tuned.text_encoder(ids)[0]
+        assert not torch.allclose(
+            tuned.unet(z, t, encoder_hidden_states=cond).sample, base.unet(z, t, encoder_hidden_states=cond).sample
+        )
+
+
+def test_the_stage_trains_measures_commits_and_describes(tmp_path):
+    for name in ("shapes-sd", "shapes-judge-unseen"):
+        (tmp_path / name).symlink_to(MODELS_DIR / name)
+    runs = (FinetunedRun("tiny", "lora", True, 1e-3, 4, commit=True), FinetunedRun("db", "dreambooth", False, 1e-4, 2))
+    metrics = build_finetuned_stage(tmp_path, runs=runs, n_seeds=2)
+    folder = tmp_path / FOLDER
+    assert set(metrics["runs"]) == {"tiny", "db"} and set(MEASURES) <= set(metrics["base"])
+    assert (folder / "tiny" / LORA_FILE).is_file() and not (folder / "db").exists()  # only adapters committed
+    assert str(tmp_path) not in (folder / "tiny" / "finetune.json").read_text()
+    card = (folder / "README.md").read_text()
+    assert "| tiny |" in card and "| db |" in card
+    assert json.loads((folder / "metrics.json").read_text())["runs"]["tiny"]["steps"] == 4
