@@ -4,7 +4,9 @@
   sampling loop and the ratio course / diffusers (≈ 1 means the readable loop costs nothing extra); each timing is
   the median of ``--repeats`` runs;
 - ``training``: the course's digits recipe against diffusers' reference recipe on one wall-clock budget
-  (:mod:`benchmarks.training`), mean ± sd over ``--seeds``, and the course recipe's time to ≥ 98 % agreement.
+  (:mod:`benchmarks.training`), mean ± sd over ``--seeds``, and the course recipe's time to ≥ 98 % agreement;
+- ``finetuning``: LoRA against full fine-tuning of the U-Net at equal steps (:mod:`benchmarks.finetuning`):
+  trainable parameters, seconds per step, training memory, size on disk, concept rate, as ratios.
 
 ``--short`` runs both briefly (a smoke test of the benchmark, not a measurement). Run on an otherwise idle machine.
 """
@@ -43,7 +45,7 @@ def _diffusers_loop(scheduler, den, x, cond) -> torch.Tensor:
     return x
 
 
-BENCHES = ("sampling", "training")
+BENCHES = ("sampling", "training", "finetuning")
 
 
 def sampling_bench(*, batch: int, steps: int, repeats: int) -> None:
@@ -84,10 +86,13 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m benchmarks") -
     parser.add_argument("--budget", type=float, default=120.0, help="training: seconds of optimisation per recipe")
     parser.add_argument("--seeds", default="0,1,2", help="training: comma-separated seeds")
     parser.add_argument("--checkpoint-every", type=int, default=250, help="training: steps between agreement reads")
+    parser.add_argument("--finetune-steps", type=int, default=200, help="finetuning: steps per method")
     args = parser.parse_args(argv)
     chosen = [check_choice("benchmark", name.strip(), BENCHES) for name in args.only.split(",") if name.strip()]
+    n_seeds = 24
     if args.short:
         args.batch, args.steps, args.repeats, args.budget, args.checkpoint_every = 32, 10, 1, 5.0, 50
+        args.finetune_steps, n_seeds = 4, 2
     if "sampling" in chosen:
         sampling_bench(batch=args.batch, steps=args.steps, repeats=args.repeats)
     if "training" in chosen:
@@ -95,6 +100,10 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m benchmarks") -
 
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         run(budget=args.budget, seeds=seeds, checkpoint_every=args.checkpoint_every)
+    if "finetuning" in chosen:
+        from benchmarks import finetuning
+
+        finetuning.run(steps=args.finetune_steps, n_seeds=n_seeds)
     return 0
 
 
