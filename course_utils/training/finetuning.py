@@ -548,7 +548,8 @@ def finetune(config: FinetuneConfig, *, show_progress: bool = True, pipe=None) -
 
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = pipe or load_base(config.pretrained_model_name_or_path)
+    accelerator = Accelerator(log_with=None if config.report_to == "none" else config.report_to, project_dir=str(out))
+    pipe = (pipe or load_base(config.pretrained_model_name_or_path)).to(accelerator.device)
     unet = pipe.unet
     for module in (pipe.vae, pipe.text_encoder):
         module.requires_grad_(False)
@@ -591,7 +592,6 @@ def finetune(config: FinetuneConfig, *, show_progress: bool = True, pipe=None) -
         return validation_loss(net, data.val, data.val_embeds, alphas_cumprod=alphas_cumprod,
                                prediction_type=prediction_type, seed=config.seed + 1)  # fmt: skip
 
-    accelerator = Accelerator(log_with=None if config.report_to == "none" else config.report_to, project_dir=str(out))
     if config.uses_lora:
         _adapter_hooks(accelerator)
     trained, losses = fit(
