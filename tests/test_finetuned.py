@@ -37,11 +37,14 @@ def test_the_committed_adapters_load_with_their_alpha_and_change_the_unet(name):
         )
 
 
+@pytest.mark.slow
 def test_the_stage_trains_measures_commits_and_describes(tmp_path):
     for name in ("shapes-sd", "shapes-judge-unseen"):
         (tmp_path / name).symlink_to(MODELS_DIR / name)
     runs = (FinetunedRun("tiny", "lora", True, 1e-3, 4, commit=True), FinetunedRun("db", "dreambooth", False, 1e-4, 2))
-    metrics = build_finetuned_stage(tmp_path, runs=runs, n_seeds=2)
+    custom = {"n_scenes": 30, "steps": 2, "n_measured": 4}
+    metrics = build_finetuned_stage(tmp_path, runs=runs, n_seeds=2, custom=custom)
+    assert metrics["custom"]["captions_measured"] == 4 and metrics["custom"]["steps"] == 2
     folder = tmp_path / FOLDER
     assert set(metrics["runs"]) == {"tiny", "db"} and set(MEASURES) <= set(metrics["base"])
     assert (folder / "tiny" / LORA_FILE).is_file() and not (folder / "db").exists()  # only adapters committed

@@ -637,6 +637,7 @@ def _save(pipe, config: FinetuneConfig, out: Path, embeddings: dict[str, torch.T
 
         layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
         metadata = pipe.unet.peft_config["default"].to_dict()
+        metadata["target_modules"] = sorted(metadata["target_modules"])  # a set in peft: one order, the same bytes
         type(pipe).save_lora_weights(out, unet_lora_layers=layers, unet_lora_adapter_metadata=metadata)
     else:
         pipe.save_pretrained(out)
