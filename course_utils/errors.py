@@ -56,3 +56,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:  # noqa: D102 - argparse hook
         fail(f"{self.prog}: {message} (see --help)")
+
+    def parse_strict(self, argv=None) -> argparse.Namespace:
+        """Parse ``argv``; an unknown option is one line naming the valid ones (argparse would only say
+        "unrecognized arguments")."""
+        args, unknown = self.parse_known_args(argv)
+        if unknown:
+            valid = [action.option_strings[0] for action in self._actions if action.option_strings]
+            raise CourseError(f"unknown option {unknown[0]!r}; valid options: {', '.join(valid)}")
+        return args

@@ -76,15 +76,6 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
 LEARNING_RATES = {"lora": 1e-4, "dreambooth": 1e-4, "full": 5e-5}
 
 
-def _parse(parser: ArgumentParser, argv: Sequence[str] | None):
-    """Parse ``argv``; an unknown option is one line naming the valid ones."""
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        valid = [action.option_strings[0] for action in parser._actions if action.option_strings]
-        raise CourseError(f"unknown option {unknown[0]!r}; valid options: {', '.join(valid)}")
-    return args
-
-
 def config_from_args(args) -> FinetuneConfig:
     """The run's :class:`FinetuneConfig`: the model id resolved through the course registry, the offline concept's
     instance images written into the run's folder when none are given."""
@@ -137,7 +128,7 @@ def _finished(config: FinetuneConfig) -> dict | None:
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     from course_utils.training.finetuning import finetune
 
-    args = _parse(build_parser(prog), argv)
+    args = build_parser(prog).parse_strict(argv)
     folder = Path(args.output_dir)
     if folder.exists() and not folder.is_dir():
         raise CourseError(f"--output_dir {folder} is a file, not a folder")
@@ -149,10 +140,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         return 0
     result = finetune(config)
     how = "stopped early" if result.stopped_early else "all steps done"
-    print(
-        f"finetune {config.method}: step {result.step} ({how}), best validation at step {result.best_step},"
-        f" {result.seconds:.1f} s of optimisation; results in {folder}"
-    )
+    best = f"best validation at step {result.best_step}" if result.validations else "no validation ran (fewer steps"
+    best += "" if result.validations else " than --validation_steps): the last weights are kept"
+    print(f"finetune {config.method}: step {result.step} ({how}), {best}, {result.seconds:.1f} s of optimisation;"
+          f" results in {folder}")  # fmt: skip
     return 0
 
 

@@ -51,15 +51,6 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     return parser
 
 
-def _parse(parser: ArgumentParser, argv: Sequence[str] | None):
-    """Parse ``argv``; an unknown option is one line naming the valid ones."""
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        valid = [action.option_strings[0] for action in parser._actions if action.option_strings]
-        raise CourseError(f"unknown option {unknown[0]!r}; valid options: {', '.join(valid)}")
-    return args
-
-
 def _config(args, base: TrainConfig) -> TrainConfig:
     overrides = {
         "steps": args.max_steps,
@@ -81,7 +72,7 @@ def _done(folder: Path, step: int) -> bool:
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     from accelerate import PartialState
 
-    args = _parse(build_parser(prog), argv)
+    args = build_parser(prog).parse_strict(argv)
     chosen = recipe(args.recipe)
     config = _config(args, chosen.config)
     folder = Path(args.output_dir)
