@@ -43,7 +43,7 @@ def test_the_stage_trains_measures_commits_and_describes(tmp_path):
         (tmp_path / name).symlink_to(MODELS_DIR / name)
     runs = (FinetunedRun("tiny", "lora", True, 1e-3, 4, commit=True), FinetunedRun("db", "dreambooth", False, 1e-4, 2))
     custom = {"n_scenes": 30, "steps": 2, "n_measured": 4}
-    metrics = build_finetuned_stage(tmp_path, runs=runs, n_seeds=2, custom=custom)
+    metrics = build_finetuned_stage(tmp_path, runs=runs, n_seeds=2, custom=custom, runs_dir=tmp_path / "runs")
     assert metrics["custom"]["captions_measured"] == 4 and metrics["custom"]["steps"] == 2
     folder = tmp_path / FOLDER
     assert set(metrics["runs"]) == {"tiny", "db"} and set(MEASURES) <= set(metrics["base"])

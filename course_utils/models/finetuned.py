@@ -16,7 +16,7 @@ bootstrap mean — the course's reader standing in for the DreamBooth paper's DI
 - ``diversity``: mean pairwise RMS distance between the instance prompt's images (DreamBooth's DIV, in pixels).
 
 Only the LoRA adapters are committed (about 0.2 MB each with their words); the two DreamBooth U-Nets (12.6 MB each)
-are trained, measured and left in the stage's run folder, which ``.gitignore`` keeps out of the repository.
+are trained, measured and left in the stage's run folder :data:`RUNS_DIR` (under the git-ignored ``build/``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from course_utils.course.paths import ROOT
 from course_utils.data.concepts import (
     HEART,
     Concept,
@@ -57,6 +58,9 @@ __all__ = [
 ]
 
 FOLDER = "shapes-sd-heart"
+RUNS_DIR = ROOT / "build" / "models" / FOLDER
+"""Where the stage's runs train (checkpoints, class images, the DreamBooth U-Nets): beside the build outputs, never
+under ``data/models``."""
 ORDINARY_PROMPTS = (
     "a blue square on the right on a grey background",
     "a small green triangle at the top on a beige background",
@@ -144,14 +148,16 @@ def load_adapter(name: str = "lora-prior", *, root: str | Path | None = None):
 
 
 def build_finetuned_stage(out: Path, *, train: bool = True, runs: tuple[FinetunedRun, ...] = RUNS,
-                          n_seeds: int = 24, seed: int = 0, custom: dict | None = None) -> dict:  # fmt: skip
+                          n_seeds: int = 24, seed: int = 0, custom: dict | None = None,
+                          runs_dir: Path | None = None) -> dict:  # fmt: skip
     """Fine-tune ``out/shapes-sd`` on the heart with every run of ``runs`` (resumable: each run's folder is
-    ``out/shapes-sd-heart/runs/<name>``), measure base and runs, commit the adapters, run
-    :func:`custom_dataset_run` (``custom``: its settings), write the card."""
+    ``runs_dir/<name>``, by default :data:`RUNS_DIR`, outside the committed models), measure base and runs, commit
+    the adapters, run :func:`custom_dataset_run` (``custom``: its settings), write the card."""
     folder = out / FOLDER
+    runs_dir = Path(runs_dir or RUNS_DIR)
     judge = load_shapes_judge(out / "shapes-judge-unseen")
     base_path = str(out / "shapes-sd")
-    instances = export_instance_images(HEART, folder / "runs" / "instance_images", n=8, seed=seed)
+    instances = export_instance_images(HEART, runs_dir / "instance_images", n=8, seed=seed)
     metrics: dict = {"n_seeds": n_seeds, "runs": {}}
     base = load_base(base_path)
     from course_utils.training.finetuning import prepare_words
@@ -159,7 +165,7 @@ def build_finetuned_stage(out: Path, *, train: bool = True, runs: tuple[Finetune
     prepare_words(base, [instance_prompt(HEART), class_prompt(HEART)], seed=seed)
     metrics["base"] = concept_measures(base, judge=judge, n_seeds=n_seeds, seed=seed)
     for run in runs:
-        run_dir = folder / "runs" / run.name
+        run_dir = runs_dir / run.name
         if not train and not (run_dir / RECORD_FILE).is_file():
             raise CourseError(f"--eval-only: {run_dir} holds no finished run; train the stage first")
         config = FinetuneConfig(
@@ -192,22 +198,23 @@ def build_finetuned_stage(out: Path, *, train: bool = True, runs: tuple[Finetune
                 shutil.copy2(run_dir / name, target / name)
             (target / RECORD_FILE).write_text(_portable(record, out))
         print(f"finetuned {run.name}: " + ", ".join(f"{k} {measures[k]}" for k in MEASURES), flush=True)
-    metrics["custom"] = custom_dataset_run(out, judge=judge, train=train, seed=seed, **(custom or {}))
+    metrics["custom"] = custom_dataset_run(out, judge=judge, train=train, seed=seed, runs_dir=runs_dir,
+                                           **(custom or {}))  # fmt: skip
     write_metrics(folder, metrics)
     _write_card(folder, metrics)
     return metrics
 
 
-def custom_dataset_run(out: Path, *, judge: ShapesJudge, train: bool = True, seed: int = 0, n_scenes: int = 400,
-                       category: str = "circle", steps: int = 200, n_measured: int = 48) -> dict:  # fmt: skip
+def custom_dataset_run(out: Path, *, judge: ShapesJudge, runs_dir: Path, train: bool = True, seed: int = 0,
+                       n_scenes: int = 400, category: str = "circle", steps: int = 200,
+                       n_measured: int = 48) -> dict:  # fmt: skip
     """Seed 001's task 4 end to end: the shapes world exported as COCO (captions + instances), the images showing
     a ``category`` chosen by :func:`course_utils.data.coco.coco_to_imagefolder`, the whole U-Net fine-tuned on that
     imagefolder (``method="full"``), and exact adherence on ``n_measured`` of its captions before and after."""
     from course_utils.data import shapes
     from course_utils.data.coco import SubsetOptions, coco_to_imagefolder
 
-    runs = out / FOLDER / "runs"
-    export, subset, run_dir = runs / "coco", runs / f"coco-{category}", runs / f"full-{category}"
+    export, subset, run_dir = runs_dir / "coco", runs_dir / f"coco-{category}", runs_dir / f"full-{category}"
     if not (export / "instances.json").is_file():
         shapes.export_coco(shapes.make_dataset(n_scenes, seed=seed + 7), export, instances=True)
     if not (subset / "metadata.jsonl").is_file():
@@ -265,7 +272,7 @@ class pictures for prior preservation, batch 2 (+ 2 class pictures). Measured by
 Committed: the LoRA adapters `lora/` and `lora-prior/` (`pytorch_lora_weights.safetensors`, the new words'
 `learned_embeds.safetensors`, `finetune.json`, `loss.png`); load one with
 `course_utils.models.finetuned.load_adapter("lora-prior")` or diffusers' `pipe.load_lora_weights(folder)` after
-`pipe.load_textual_inversion`. The DreamBooth U-Nets stay in `runs/` (not committed).
+`pipe.load_textual_inversion`. The DreamBooth U-Nets stay in `build/models/shapes-sd-heart/` (not committed).
 
 A custom caption dataset (seed 001, task 4): the shapes world exported as COCO, the
 {metrics['custom']['images']} images showing a {metrics['custom']['category']} selected by
