@@ -132,28 +132,18 @@ def finetune_curves(
     title: str = "Fine-tuning",
     window: int = 20,
 ) -> plt.Figure:
-    """A fine-tuning run: the training loss and its named parts (running means over ``window`` steps) and the
-    validation loss at each validation, the best one marked; the step on the x-axis, the loss on a log scale."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    for name, values in {"training loss": losses, **(parts or {})}.items():
-        values = np.asarray(list(values), dtype=np.float64)
-        if values.size == 0:
-            continue
-        width = max(1, min(window, values.size))
-        mean = np.convolve(values, np.ones(width) / width, mode="valid")
-        ax.plot(np.arange(width, values.size + 1), mean, label=f"{name} (mean of {width})")
+    """A fine-tuning run: :func:`loss_curve` of the training loss and its named parts, and the validation loss at
+    each validation, the best one marked."""
+    runs = {name: v for name, v in {"training loss": losses, **(parts or {})}.items() if len(v)}
+    fig = loss_curve(runs, title=title, window=window)
+    ax = fig.axes[0]
     if validations:
         steps, values = zip(*validations, strict=True)
         ax.plot(steps, values, "o-", color="black", label="validation loss (held-out images)")
         if best_step is not None and best_step in steps:
             ax.plot([best_step], [values[steps.index(best_step)]], "*", color="gold", markersize=16, zorder=5,
                     markeredgecolor="black", label=f"best (step {best_step}): the weights kept")  # fmt: skip
-    ax.set_yscale("log")
-    ax.set_xlabel("optimisation step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    ax.set_title(title)
     fig.tight_layout()
     return fig
 
@@ -314,7 +304,6 @@ def patch_settle_plot(study: Any, *, title: str = "Patch settle step against con
     """Each patch of a :class:`course_utils.sd.coarse_to_fine.CoarseToFineStudy` as a point (its contrast in the final
     picture, its settle step, jittered a little so equal steps stay visible), and the mean settle step of the
     low-, mid- and high-contrast thirds with their 95 % intervals over samples (at each third's median contrast)."""
-    import numpy as np
 
     contrast = study.contrast.reshape(-1).numpy()
     settle = study.patch_settle.reshape(-1).double().numpy()

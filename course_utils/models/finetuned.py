@@ -52,8 +52,12 @@ __all__ = [
     "RUNS",
     "FinetunedRun",
     "build_finetuned_stage",
+    "composed_prompts",
+    "concept_images",
     "concept_measures",
     "custom_dataset_run",
+    "draw_images",
+    "read_concept",
     "load_adapter",
 ]
 
@@ -92,7 +96,7 @@ RUNS = (
 )
 
 
-def _draw(pipe, prompts: list[str], *, n_seeds: int, steps: int, guidance: float, seed: int) -> torch.Tensor:
+def draw_images(pipe, prompts: list[str], *, n_seeds: int, steps: int, guidance: float, seed: int) -> torch.Tensor:
     """``len(prompts) × n_seeds`` images ``(P·S, 3, H, W)`` in ``[-1, 1]``; image ``(p, s)`` from seed
     ``seed·1000 + s``, so every model draws from the same noise."""
     images = []
@@ -111,28 +115,51 @@ def _pairwise_rms(images: torch.Tensor) -> np.ndarray:
     return (d.sum(1) / (len(flat) - 1)).numpy()
 
 
-def concept_measures(
-    pipe, *, judge: ShapesJudge, concept: Concept = HEART, n_seeds: int = 24, steps: int = 20,
-    guidance: float = 7.5, seed: int = 0,
-) -> dict[str, Estimate]:  # fmt: skip
-    """The module docstring's measures of ``pipe`` (which must know the concept's words)."""
+def concept_images(
+    pipe, *, concept: Concept = HEART, n_seeds: int = 24, steps: int = 20, guidance: float = 7.5, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """What :func:`read_concept` reads, by prompt group: ``instance`` (the instance prompt), ``composed`` (the
+    :data:`COMPOSITIONS`, prompt by prompt), ``class`` (the class prompt) and ``ordinary``
+    (:data:`ORDINARY_PROMPTS`), each ``(prompts · n_seeds, 3, H, W)`` in ``[-1, 1]`` (``pipe`` must know the
+    concept's words)."""
     if n_seeds < 2:
-        raise CourseError(f"concept_measures needs at least 2 seeds per prompt, got {n_seeds}")
+        raise CourseError(f"concept_images needs at least 2 seeds per prompt, got {n_seeds}")
     kw = dict(n_seeds=n_seeds, steps=steps, guidance=guidance, seed=seed)
-    instance = _draw(pipe, [instance_prompt(concept)], **kw)
-    composed_prompts = [concept_prompt(concept, position=p, background=b) for p, b in COMPOSITIONS]
-    composed = _draw(pipe, composed_prompts, **kw)
-    hits = concept_hits(judge, composed, [p for p in composed_prompts for _ in range(n_seeds)], concept)
-    all_right = np.logical_and.reduce([hits[k] for k in ("shape", "position", "background")])
-    ordinary = _draw(pipe, list(ORDINARY_PROMPTS), **kw)
-    read = adherence(judge, ordinary, [p for p in ORDINARY_PROMPTS for _ in range(n_seeds)])
     return {
-        "concept": proportion(concept_rate(judge, instance, concept)),
-        "composed": proportion(all_right),
-        "class_heart": proportion(concept_rate(judge, _draw(pipe, [class_prompt(concept)], **kw), concept)),
-        "ordinary": proportion(read.per_sample == 1.0),
-        "diversity": bootstrap_mean(_pairwise_rms(instance)),
+        "instance": draw_images(pipe, [instance_prompt(concept)], **kw),
+        "composed": draw_images(pipe, composed_prompts(concept), **kw),
+        "class": draw_images(pipe, [class_prompt(concept)], **kw),
+        "ordinary": draw_images(pipe, list(ORDINARY_PROMPTS), **kw),
     }
+
+
+def composed_prompts(concept: Concept = HEART) -> list[str]:
+    """The instance prompt placed at each of :data:`COMPOSITIONS`."""
+    return [concept_prompt(concept, position=p, background=b) for p, b in COMPOSITIONS]
+
+
+def read_concept(
+    images: dict[str, torch.Tensor], *, judge: ShapesJudge, concept: Concept = HEART
+) -> dict[str, Estimate]:
+    """The module docstring's measures of :func:`concept_images`' output, read by ``judge``."""
+    n_seeds = len(images["instance"])
+    composed = composed_prompts(concept)
+    hits = concept_hits(judge, images["composed"], [p for p in composed for _ in range(n_seeds)], concept)
+    all_right = np.logical_and.reduce([hits[k] for k in ("shape", "position", "background")])
+    read = adherence(judge, images["ordinary"], [p for p in ORDINARY_PROMPTS for _ in range(n_seeds)])
+    return {
+        "concept": proportion(concept_rate(judge, images["instance"], concept)),
+        "composed": proportion(all_right),
+        "class_heart": proportion(concept_rate(judge, images["class"], concept)),
+        "ordinary": proportion(read.per_sample == 1.0),
+        "diversity": bootstrap_mean(_pairwise_rms(images["instance"])),
+    }
+
+
+def concept_measures(pipe, *, judge: ShapesJudge, concept: Concept = HEART, **settings) -> dict[str, Estimate]:
+    """:func:`read_concept` of :func:`concept_images` (``settings``: its ``n_seeds``, ``steps``, ``guidance``,
+    ``seed``)."""
+    return read_concept(concept_images(pipe, concept=concept, **settings), judge=judge, concept=concept)
 
 
 def load_adapter(name: str = "lora-prior", *, root: str | Path | None = None):
