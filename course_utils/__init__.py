@@ -5,7 +5,8 @@ Wings (one subpackage per topic; each ``__init__`` says what it holds and what i
     ``sd``        the Stable Diffusion family: support matrix, memory plans, pipelines, sweeps, two stages, panels
     ``models``    the course's own models and their builders (``make models``)
     ``data``      digits, photos, the shapes world, image operations
-    ``training``  the one training loop
+    ``training``  the one training loop, the recipes, fine-tuning
+    ``synthetic`` the synthetic-data pipeline: captioners, journal, engines (local, Ray), outputs, grids
     ``course``    profiles, registry, paths, the papermill runner, the otter grader, the ``diffusion-course`` command
 Shared by all: ``errors``, ``runtime``, ``metrics``, ``plotting``, ``studies``, ``denoisers``.
 

@@ -26,8 +26,9 @@ FACES = {
     "course_utils.models.build",
     "course_utils.training.train",
     "course_utils.training.finetune",
+    "course_utils.synthetic.cli",
 }
-WINGS = ("sampling", "sd", "models", "data", "training", "course")
+WINGS = ("sampling", "sd", "models", "data", "training", "synthetic", "course")
 
 
 def module_name(path: Path) -> str:
@@ -87,6 +88,13 @@ def test_nothing_imports_a_face(module):
     assert not faces, f"{module} imports the command-line module(s) {sorted(faces)}: move the core it needs out"
 
 
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not in_wing(m, "synthetic") and m not in FACES))
+def test_only_faces_use_the_synthetic_wing(module):
+    """The synthetic-data pipeline sits beside the course: the floors below never depend on it."""
+    used = {m for m in IMPORTS[module] if in_wing(m, "synthetic")}
+    assert not used, f"{module} imports {sorted(used)}"
+
+
 @pytest.mark.parametrize("wing", WINGS)
 def test_every_wing_says_what_it_holds(wing):
     doc = ast.get_docstring(ast.parse((PACKAGE / wing / "__init__.py").read_text(encoding="utf-8")))
@@ -98,4 +106,4 @@ def test_every_wing_says_what_it_holds(wing):
 
 def test_the_top_level_stays_small():
     top = sorted(p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file())
-    assert len(top) <= 14, f"{len(top)} entries at the top of course_utils: {top}"
+    assert len(top) <= 15, f"{len(top)} entries at the top of course_utils: {top}"

@@ -43,6 +43,7 @@ COMMANDS: dict[str, Command] = {
     "models": Command("course_utils.models.build", "retrain the offline models (seeded, resumable) and their cards"),
     "train": Command("course_utils.training.train", "train a recipe (digits, …) with checkpoints and bit-exact resume"),
     "finetune": Command("course_utils.training.finetune", "DreamBooth, LoRA or full fine-tuning of a Stable Diffusion"),
+    "synthetic": Command("course_utils.synthetic.cli", "titles → caption variations → images → CSV; resumable"),
     "assign": Command("course_utils.course.grade", "build student notebooks and autograders (otter)", ("assign",)),
     "grade": Command("course_utils.course.grade", "grade a folder of executed submissions → scores.csv", ("grade",)),
     "bench": Command("benchmarks.__main__", "the course's samplers against diffusers' schedulers, as ratios"),

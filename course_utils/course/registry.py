@@ -19,9 +19,19 @@ from pathlib import Path
 from course_utils.course.paths import MODELS_DIR
 from course_utils.errors import CourseError
 
-__all__ = ["FAMILIES", "MODELS", "ModelEntry", "ResolvedModel", "hf_token", "resolve"]
+__all__ = [
+    "FAMILIES",
+    "MODELS",
+    "TEXT_FAMILIES",
+    "ModelEntry",
+    "ResolvedModel",
+    "hf_token",
+    "resolve",
+    "resolve_text_model",
+]
 
-FAMILIES = ("course-digits", "if", "sd", "sdxl", "sd3", "course-sd")
+FAMILIES = ("course-digits", "if", "sd", "sdxl", "sd3", "course-sd", "causal-lm", "clip")
+TEXT_FAMILIES = ("causal-lm", "clip")  # transformers models, loaded by transformers, never as a diffusers pipeline
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,10 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry("stabilityai/sdxl-turbo", "sdxl", params="2.6 B"),
         ModelEntry("stabilityai/stable-diffusion-3.5-medium", "sd3", gated=True, params="2.5 B"),
         ModelEntry("stabilityai/stable-diffusion-3.5-large-turbo", "sd3", gated=True, params="8.1 B"),
+        # the synthetic-data week's captioner and the Hub CLIP that scores images (transformers, not diffusers)
+        ModelEntry("google/gemma-3-1b-it", "causal-lm", gated=True, params="1.0 B"),
+        ModelEntry("openai/clip-vit-base-patch32", "clip", params="0.15 B"),
+        ModelEntry("openai/clip-vit-large-patch14", "clip", params="0.43 B"),
     ]
 }
 
@@ -152,6 +166,22 @@ def resolve(model_id: str) -> ResolvedModel:
         f"model {model_id!r} is not in the course registry;"
         " add it to course_utils.course.registry.MODELS with its family"
     )
+
+
+def resolve_text_model(model_id: str, *, family: str = "causal-lm") -> ResolvedModel:
+    """Resolve a transformers model of ``family`` (a chat model for captions, a CLIP for scores) by its registry id.
+
+    Raises :class:`CourseError` (one line, naming the registry's ids of that family) for any other id.
+    """
+    entry = MODELS.get(model_id)
+    if entry is None or entry.family != family:
+        known = ", ".join(e.model_id for e in MODELS.values() if e.family == family)
+        raise CourseError(
+            f"{model_id!r} is not a {family} model of the course registry; registered: {known}"
+            " (or pass a local transformers folder)"
+        )
+    source = entry.mirrors[0] if entry.withdrawn and entry.mirrors else model_id
+    return ResolvedModel(model_id, source, entry.family, local=False, entry=entry)
 
 
 def hf_token() -> str | None:

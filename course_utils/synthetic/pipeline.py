@@ -1,0 +1,491 @@
+"""The pipeline: titles → caption variations → images, in two durable stages (seed 000, task D step 1).
+
+    config = SyntheticConfig(input="data/synthetic/shapes_concepts.csv", output_dir="outputs/synthetic")
+    print(describe(prepare(config)))       # the plan, no model loaded (``--dry-run``)
+    summary = run(config)                  # resumable: kill it, run it again, nothing lost or repeated
+
+Stage 1 gives title ``t`` (row ``t`` of the input) the captions ``t-0 … t-(n−1)`` (:mod:`.captioners`), stage 2
+draws caption ``c`` with seed ``stable_seed(seed, "image", c)`` in one pipeline call per title (its captions in
+order: the batch depends on the title alone), and scores it with CLIP. Each item is committed on its own in the
+journal (:mod:`.journal`); the CSV and ``metadata.jsonl`` are rebuilt from it (:mod:`.outputs`). Which process does
+the work (this one, or Ray actors: :mod:`.engines`) changes nothing that is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from course_utils.errors import CourseError, check_choice
+from course_utils.sd.support import GenerationSettings, check_prompt, check_request
+from course_utils.synthetic.captioners import MAX_CAPTION_CHARS
+from course_utils.synthetic.ids import caption_id, shard_of, stable_seed, title_id
+from course_utils.synthetic.journal import FORMAT, JOURNAL, MANIFEST, Journal, fingerprint, read_manifest
+
+__all__ = [
+    "ENGINES",
+    "IMAGES",
+    "Prepared",
+    "RunSummary",
+    "SyntheticConfig",
+    "describe",
+    "pending_renders",
+    "prepare",
+    "read_titles",
+    "run",
+]
+
+ENGINES = ("local", "ray")
+IMAGES = "images"
+AUTO_CLIP = "auto"
+NO_CLIP = "none"
+# rough seconds per image for --dry-run before a folder has its own measured rate: (family, device kind) → s/step
+_SECONDS_PER_STEP = {("course-sd", "cpu"): 0.004, ("sd", "cuda"): 0.05, ("sdxl", "cuda"): 0.12, ("sd3", "cuda"): 0.15}
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """One ``diffusion-course synthetic`` call (``None``: the model's default, as in ``generate``).
+
+    ``extend`` allows a folder made with the same settings to take titles it has not planned yet (a longer input,
+    a larger ``limit``); ``overwrite`` deletes what a folder holds and starts again. ``threads`` sets
+    ``torch.set_num_threads`` where images are drawn (Ray's workers use one unless told). ``token`` loads gated
+    models only: never printed or written.
+    """
+
+    input: str | Path
+    output_dir: str | Path = "outputs/synthetic"
+    title_column: str = "title"
+    variations: int = 3
+    captioner: str = "template"
+    model_id: str = "course/shapes-sd"
+    scheduler: str | None = None
+    guidance_scale: float | None = None
+    num_inference_steps: int | None = None
+    height: int | None = None
+    width: int | None = None
+    negative_prompt: str | None = None
+    seed: int = 0
+    limit: int | None = None
+    shard: tuple[int, int] | None = None
+    engine: str = "local"
+    clip_model: str = AUTO_CLIP
+    min_clip_score: float | None = None
+    retries: int = 2
+    device: str = "auto"
+    dtype: str | None = None
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    threads: int | None = None
+    extend: bool = False
+    overwrite: bool = False
+    token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checked config and its plan; nothing loaded."""
+
+    config: SyntheticConfig
+    settings: GenerationSettings
+    dtype: str
+    device: str
+    clip_model: str
+    titles: tuple[tuple[str, str], ...]  # (title id, title) this run is responsible for
+    manifest: dict[str, Any]
+    state: str  # "new" | "resume" | "extend" | "overwrite"
+    sample_captions: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    output_dir: Path
+    titles: int
+    failed: int
+    captions: int
+    images: int
+    rendered_now: int
+    seconds_per_image: float | None
+    seconds_per_score: float | None
+    mean_clip_score: float | None
+
+
+# ---------------------------------------------------------------------------------------------- input
+
+
+def read_titles(path: str | Path, *, column: str = "title") -> list[str]:
+    """The ``column`` of a UTF-8 CSV with a header row, one title per row (empty ones kept: they fail visibly)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CourseError(f"input {path} does not exist (a CSV file with a header row)")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            if column not in header:
+                found = ", ".join(repr(h) for h in header) or "no header"
+                raise CourseError(f"input {path} has no column {column!r} (found {found}); pass --title_column")
+            return [(row.get(column) or "").strip() for row in reader]
+    except UnicodeDecodeError as err:
+        raise CourseError(
+            f"input {path} is not UTF-8 text (byte {err.start}: {err.object[err.start : err.start + 1]!r})"
+        ) from None
+    except csv.Error as err:
+        raise CourseError(f"input {path} is not a readable CSV: {err}") from None
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------- checking
+
+
+def _check_numbers(config: SyntheticConfig) -> None:
+    check_choice("engine", config.engine, ENGINES)
+    if not isinstance(config.variations, int) or not 1 <= config.variations <= 50:
+        raise CourseError(f"--variations must be a whole number in 1 … 50, got {config.variations!r}")
+    if config.limit is not None and config.limit < 1:
+        raise CourseError(f"--limit must be ≥ 1, got {config.limit}")
+    if not 0 <= config.retries <= 10:
+        raise CourseError(f"retries must lie in 0 … 10, got {config.retries}")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
+        raise CourseError(f"--seed must be a whole number ≥ 0, got {config.seed!r}")
+    if config.min_clip_score is not None and not 0 <= config.min_clip_score <= 100:
+        raise CourseError(f"--min_clip_score is a CLIP score in 0 … 100, got {config.min_clip_score}")
+    if config.workers < 1 or config.gpus_per_worker < 0:
+        raise CourseError("--workers must be ≥ 1 and --gpus_per_worker ≥ 0")
+    if config.extend and config.overwrite:
+        raise CourseError("--extend and --overwrite exclude each other: add titles, or start again")
+
+
+def _clip_model(config: SyntheticConfig, settings: GenerationSettings) -> str:
+    from course_utils.sd.sweep_study import COURSE_CLIP, HUB_CLIP
+
+    if config.clip_model == AUTO_CLIP:
+        return COURSE_CLIP if settings.family == "course-sd" else HUB_CLIP
+    if config.clip_model in (NO_CLIP, COURSE_CLIP) or Path(config.clip_model).expanduser().is_dir():
+        return config.clip_model
+    from course_utils.course.registry import resolve_text_model
+
+    return resolve_text_model(config.clip_model, family="clip").model_id
+
+
+def readable_by(settings: GenerationSettings):
+    """A caption check for :func:`.captioners.validate_captions`: the reason the image model cannot read a caption."""
+
+    def reason(text: str) -> str | None:
+        try:
+            check_prompt(settings, text, kind="caption")
+        except CourseError as err:
+            return str(err).split(";")[0]
+        return None
+
+    return reason
+
+
+def _generation_record(config: SyntheticConfig, settings: GenerationSettings, *, dtype: str, device: str) -> dict:
+    """Everything that decides which captions and which pixels are drawn: the fingerprint's input."""
+    return {
+        "title_column": config.title_column,
+        "variations": config.variations,
+        "captioner": config.captioner,
+        "retries": config.retries,
+        "max_caption_chars": MAX_CAPTION_CHARS,
+        "model_id": settings.model_id,
+        "scheduler": settings.scheduler,
+        "num_inference_steps": settings.steps,
+        "guidance_scale": settings.guidance_scale,
+        "height": settings.height,
+        "width": settings.width,
+        "negative_prompt": settings.negative_prompt,
+        "seed": config.seed,
+        "dtype": dtype,
+        "device": device,
+    }
+
+
+def _differences(old: dict, new: dict) -> str:
+    keys = sorted(set(old) | set(new))
+    return ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
+
+
+def prepare(config: SyntheticConfig) -> Prepared:
+    """Check ``config`` and plan its run against what ``output_dir`` already holds; load no model.
+
+    Raises:
+        CourseError: one line, for a bad value, an unreadable input, a folder made with other settings (unless
+            ``overwrite``), or a folder that plans other titles (unless ``extend`` adds titles to it).
+    """
+    _check_numbers(config)
+    settings, _warnings = check_request(
+        config.model_id,
+        scheduler=config.scheduler,
+        steps=config.num_inference_steps,
+        guidance_scale=config.guidance_scale,
+        height=config.height,
+        width=config.width,
+        negative_prompt=config.negative_prompt,
+    )
+    from course_utils.sd.memory import override_plan, plan_memory
+
+    plan = override_plan(plan_memory(settings, device=config.device), family=settings.family, dtype=config.dtype)
+    clip_model = _clip_model(config, settings)
+    # the titles: rows of the input, the first `limit`, those of this shard
+    rows = read_titles(config.input, column=config.title_column)
+    if not rows:
+        raise CourseError(f"input {config.input} has no rows under its header")
+    titles = [(title_id(i), t) for i, t in enumerate(rows[: config.limit])]
+    if config.shard is not None:
+        index, count = config.shard
+        titles = [(tid, t) for tid, t in titles if shard_of(tid, count) == index]
+    generation = _generation_record(config, settings, dtype=plan.dtype, device=plan.device)
+    manifest = {
+        "format": FORMAT,
+        "fingerprint": fingerprint(generation),
+        "settings": generation,
+        "plan": {
+            "input": str(config.input),
+            "input_sha256": _file_sha(Path(config.input)),
+            "limit": config.limit,
+            "shard": list(config.shard) if config.shard else None,
+            "titles": len(titles),
+        },
+        "clip_model": clip_model,
+        "min_clip_score": config.min_clip_score,
+    }
+    state = _state(Path(config.output_dir), manifest, titles, config)
+    sample = _sample_captions(config, titles)
+    return Prepared(config, settings, plan.dtype, plan.device, clip_model, tuple(titles), manifest, state, sample)
+
+
+def _state(folder: Path, manifest: dict, titles: Sequence[tuple[str, str]], config: SyntheticConfig) -> str:
+    if folder.exists() and not folder.is_dir():
+        raise CourseError(f"--output_dir {folder} exists and is not a folder")
+    if not folder.exists() or not any(folder.iterdir()):
+        return "new"
+    if config.overwrite:
+        return "overwrite"
+    if not (folder / MANIFEST).is_file():
+        raise CourseError(
+            f"--output_dir {folder} holds files but no {MANIFEST}: not an output folder of this pipeline;"
+            " choose an empty or new folder"
+        )
+    old = read_manifest(folder)
+    if old["fingerprint"] != manifest["fingerprint"]:
+        changes = _differences(old["settings"], manifest["settings"])
+        raise CourseError(
+            f"--output_dir {folder} was made with other settings ({changes});"
+            " run them in another folder, or pass --overwrite to start this one again"
+        )
+    with Journal(folder / JOURNAL) as journal:
+        held = {tid: row[0] for tid, row in journal.titles().items()}
+    planned = dict(titles)
+    changed = [tid for tid in held if tid in planned and planned[tid] != held[tid]]
+    if changed:
+        raise CourseError(
+            f"row {int(changed[0])} of the input changed since {folder} was made ({held[changed[0]]!r} →"
+            f" {planned[changed[0]]!r}); use another folder, or --overwrite"
+        )
+    missing = [tid for tid in held if tid not in planned]
+    if missing:
+        raise CourseError(
+            f"{folder} holds {len(missing)} titles this run does not plan (another --limit, --shard or input);"
+            " rerun with the folder's own settings, use another folder, or --overwrite"
+        )
+    new = len(planned) - len(held)
+    if new and not config.extend:
+        raise CourseError(f"this run plans {new} titles {folder} does not hold; pass --extend to add them")
+    return "extend" if new else "resume"
+
+
+def _sample_captions(config: SyntheticConfig, titles: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Up to three titles' first caption, for the dry run (template captioner only: a model would have to load)."""
+    if config.captioner != "template":
+        return ()
+    from course_utils.synthetic.captioners import TemplateCaptioner
+
+    out = []
+    for tid, title in titles[:3]:
+        if title:
+            first = TemplateCaptioner().variations(title, n=1, seed=stable_seed(config.seed, "caption", tid, 0))
+            out.append((title, first[0]))
+    return tuple(out)
+
+
+def describe(prepared: Prepared, *, measured: float | None = None) -> str:
+    """The plan in a few lines: counts, sample captions, a rough time (``measured`` s/image when known)."""
+    c, s = prepared.config, prepared.settings
+    images = len(prepared.titles) * c.variations
+    shard = f", shard {c.shard[0]}/{c.shard[1]}" if c.shard else ""
+    lines = [
+        f"plan ({prepared.state}): {len(prepared.titles)} titles{shard} × {c.variations} variations = {images} images",
+        f"  captioner {c.captioner}; images {s.model_id} ({s.scheduler}, {s.steps} steps, guidance"
+        f" {s.guidance_scale:g}, {s.height}×{s.width}, {prepared.dtype} on {prepared.device}); CLIP"
+        f" {prepared.clip_model}; engine {c.engine}",
+    ]
+    lines += [f"  {title!r} → {text!r}" for title, text in prepared.sample_captions]
+    per_image = measured
+    source = "measured in this folder"
+    if per_image is None:
+        rate = _SECONDS_PER_STEP.get((s.family, prepared.device))
+        per_image = None if rate is None else rate * s.steps
+        source = "a rough figure for this model family and device"
+    if per_image is not None:
+        minutes = images * per_image / 60
+        lines.append(f"  time: about {minutes:.1f} min ({per_image:.3f} s per image, {source})")
+    else:
+        lines.append("  time: no estimate for this model and device until a first run measures one")
+    lines.append(f"  output: {c.output_dir}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- running
+
+
+def _start(prepared: Prepared) -> Journal:
+    folder = Path(prepared.config.output_dir)
+    if prepared.state == "overwrite":
+        for name in (IMAGES, JOURNAL, MANIFEST):
+            path = folder / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        from course_utils.synthetic.outputs import OUTPUT_FILES
+
+        for name in OUTPUT_FILES:
+            (folder / name).unlink(missing_ok=True)
+    (folder / IMAGES).mkdir(parents=True, exist_ok=True)
+    from course_utils.synthetic.journal import write_manifest
+
+    if prepared.state in ("new", "overwrite", "extend"):
+        write_manifest(folder, prepared.manifest)
+    elif read_manifest(folder).get("min_clip_score") != prepared.config.min_clip_score:
+        write_manifest(folder, prepared.manifest)  # a new filter: same images, another metadata.jsonl
+    journal = Journal(folder / JOURNAL)
+    journal.plan(prepared.titles)
+    _sweep(folder, journal)
+    return journal
+
+
+def _sweep(folder: Path, journal: Journal) -> None:
+    """Remove what a killed run can leave: temporary files, and images whose row was never committed (they are
+    drawn again, to the same bytes)."""
+    recorded = {row.file for row in journal.images().values()}
+    for path in (folder / IMAGES).iterdir():
+        if path.name.startswith(".") and path.name.endswith(".tmp"):
+            path.unlink()
+        elif f"{IMAGES}/{path.name}" not in recorded:
+            path.unlink()
+    for path in folder.glob(".*.tmp"):
+        path.unlink()
+
+
+def pending_renders(journal: Journal) -> list[dict[str, Any]]:
+    """Stage 2's work, one item per title with captions still to draw: all its captions (the batch is the
+    title's, whatever is done already), and which of them to keep."""
+    done = journal.images()
+    by_title: dict[str, dict[str, Any]] = {}
+    for row in journal.captions():
+        item = by_title.setdefault(
+            row.title_id, {"title_id": row.title_id, "caption_ids": [], "captions": [], "seeds": [], "todo": []}
+        )
+        item["caption_ids"].append(row.caption_id)
+        item["captions"].append(row.caption)
+        item["seeds"].append(row.seed)
+        if row.caption_id not in done:
+            item["todo"].append(row.caption_id)
+    return [item for item in by_title.values() if item["todo"]]
+
+
+def _progress(total: int, *, desc: str, unit: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, disable=total == 0)
+
+
+def run(config: SyntheticConfig, *, prepared: Prepared | None = None) -> RunSummary:
+    """Run (or resume) both stages, then rebuild the CSV and ``metadata.jsonl``; return the counts.
+
+    A ``KeyboardInterrupt`` stops after the item in hand; everything committed stays, the outputs are rebuilt, and
+    the interrupt is raised again for the caller to report.
+    """
+    from course_utils.synthetic.engines import make_engine
+    from course_utils.synthetic.outputs import publish
+
+    prepared = prepared or prepare(config)
+    folder = Path(config.output_dir)
+    journal = _start(prepared)
+    engine = make_engine(prepared)
+    rendered = 0
+    render_seconds: list[float] = []
+    score_seconds: list[float] = []
+    try:
+        # stage 1: titles → captions
+        todo = [(tid, t[0]) for tid, t in journal.titles().items() if t[1] == "planned"]
+        with _progress(len(todo), desc="captions", unit="title") as bar:
+            for tid, result in engine.captions(todo):
+                if result.failed:
+                    journal.record_failure(tid, result.failed, attempts=result.attempts)
+                else:
+                    rows = [
+                        (caption_id(tid, k), k, text, stable_seed(config.seed, "image", caption_id(tid, k)))
+                        for k, text in enumerate(result.captions)
+                    ]
+                    journal.record_captions(tid, rows, attempts=result.attempts)
+                bar.update()
+        # stage 2: captions → images, each written then committed
+        work = pending_renders(journal)
+        from course_utils.synthetic.journal import ImageRow, write_png
+
+        with _progress(sum(len(w["todo"]) for w in work), desc="images", unit="img") as bar:
+            for out in engine.images(work):
+                file = f"{IMAGES}/{out['caption_id']}.png"
+                sha = write_png(folder / file, out["png"])
+                journal.record_image(ImageRow(out["caption_id"], file, sha, out["clip_score"], out["seconds"]))
+                rendered += 1
+                render_seconds.append(out["seconds"])
+                if out.get("score_seconds") is not None:
+                    score_seconds.append(out["score_seconds"])
+                bar.update()
+    finally:
+        engine.close()
+        publish(folder, journal)
+        counts = journal.counts()
+        scores = [r.clip_score for r in journal.images().values() if r.clip_score is not None]
+        journal.close()
+    return RunSummary(
+        folder,
+        counts["titles"],
+        counts["failed"],
+        counts["captions"],
+        counts["images"],
+        rendered,
+        sum(render_seconds) / len(render_seconds) if render_seconds else None,
+        sum(score_seconds) / len(score_seconds) if score_seconds else None,
+        sum(scores) / len(scores) if scores else None,
+    )
+
+
+def measured_rate(folder: str | Path) -> float | None:
+    """Mean seconds per image recorded in ``folder``'s journal (``None`` without one)."""
+    path = Path(folder) / JOURNAL
+    if not path.is_file():
+        return None
+    with Journal(path) as journal:
+        seconds = [r.seconds for r in journal.images().values() if r.seconds]
+    return sum(seconds) / len(seconds) if seconds else None
+
+
+def config_record(config: SyntheticConfig) -> dict[str, Any]:
+    """The config as JSON-able values, without the token (what Ray ships to its actors)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(replace(config, token=None)).items()}
+
+
+def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
