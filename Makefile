@@ -9,7 +9,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
 ARGS ?=
 SUBMISSIONS ?= submissions
 
-.PHONY: setup run test test-isa test-fast notebooks setup-cells lab models assignments grade bench lint clean
+.PHONY: setup setup-ray run test test-isa test-fast notebooks setup-cells lab models assignments grade bench lint clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# The optional Ray engine of `diffusion-course synthetic --engine ray` (its test skips without it).
+setup-ray: setup
+	$(PY) -m pip install -q -r requirements-ray.txt
 
 run: setup
 	$(COURSE) run $(ARGS)

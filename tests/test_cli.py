@@ -38,7 +38,7 @@ def test_help_lists_every_command_with_one_line(capsys):
     code, out, _ = run_cli(capsys, "--help")
     assert code == 0
     lines = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ")}
-    commands = {"run", "generate", "sweep", "models", "train", "finetune", "assign", "grade", "bench"}
+    commands = {"run", "generate", "sweep", "models", "train", "finetune", "synthetic", "assign", "grade", "bench"}
     assert set(lines) == set(cli.COMMANDS) == commands
     assert all(len(line.split()) > 3 for line in lines.values())  # a summary, not just a name
 
@@ -78,7 +78,7 @@ def test_an_unknown_command_is_one_line_naming_the_valid_ones(capsys, argv):
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1, err
     assert f"unknown command {argv[0]!r}" in err
-    assert "run, generate, sweep, models, train, finetune, assign, grade, bench" in err
+    assert "run, generate, sweep, models, train, finetune, synthetic, assign, grade, bench" in err
 
 
 def test_no_command_prints_the_usage_and_exits_2(capsys):

@@ -502,3 +502,48 @@ def build_tiny_sd3(path: str | Path, *, seed: int = SEED) -> Path:
     )
     pipe.save_pretrained(path, safe_serialization=True)
     return Path(path)
+
+
+def build_tiny_chat_lm(path: str | Path, *, seed: int = SEED) -> Path:
+    """A tiny random-weight causal language model (``GPT2LMHeadModel``, 2 layers of width 32) with the tiny CLIP
+    tokenizer and a chat template, saved as a transformers folder: a stand-in for ``google/gemma-3-1b-it`` whose
+    answers are garbage, so a captioner that uses it must refuse them and say so."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = tiny_clip_tokenizer(max_length=1024)
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=1024, n_embd=32, n_layer=2, n_head=2,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    path = Path(path)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_clip(path: str | Path, *, seed: int = SEED) -> Path:
+    """A tiny random-weight ``CLIPModel`` (32×32 images, patch 8, width 32) with the tiny tokenizer and the course's
+    offline image processor: a stand-in for ``openai/clip-vit-base-patch32`` on the ``gpu`` code path."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    from course_utils.models.shapes_clip import build_shapes_processor
+
+    tokenizer = tiny_clip_tokenizer()
+    torch.manual_seed(seed)
+    text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": CLIP_MAX_LENGTH,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}  # fmt: skip
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}  # fmt: skip
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    path = Path(path)
+    model.save_pretrained(path)
+    build_shapes_processor(tokenizer).save_pretrained(path)
+    return path

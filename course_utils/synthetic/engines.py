@@ -201,11 +201,10 @@ class RayEngine:
             self.started = True
 
     def _map(self, rows: list[dict[str, Any]], actor: type):
-        import pandas as pd
         import ray.data
 
         c = self.prepared.config
-        dataset = ray.data.from_pandas(pd.DataFrame(rows))
+        dataset = ray.data.from_items(rows, override_num_blocks=len(rows))  # one block per title: every actor works
         mapped = dataset.map_batches(
             actor,
             fn_constructor_kwargs={"prepared": self.prepared},

@@ -24,7 +24,7 @@ from typing import Any
 
 from course_utils.errors import CourseError, check_choice
 from course_utils.sd.support import GenerationSettings, check_prompt, check_request
-from course_utils.synthetic.captioners import MAX_CAPTION_CHARS
+from course_utils.synthetic.captioners import MAX_CAPTION_CHARS, load_captioner
 from course_utils.synthetic.ids import caption_id, shard_of, stable_seed, title_id
 from course_utils.synthetic.journal import FORMAT, JOURNAL, MANIFEST, Journal, fingerprint, read_manifest
 
@@ -237,6 +237,7 @@ def prepare(config: SyntheticConfig) -> Prepared:
 
     plan = override_plan(plan_memory(settings, device=config.device), family=settings.family, dtype=config.dtype)
     clip_model = _clip_model(config, settings)
+    load_captioner(config.captioner)  # checks the name (a chat model loads only when stage 1 needs it)
     # the titles: rows of the input, the first `limit`, those of this shard
     rows = read_titles(config.input, column=config.title_column)
     if not rows:
