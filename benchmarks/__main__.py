@@ -6,7 +6,10 @@
 - ``training``: the course's digits recipe against diffusers' reference recipe on one wall-clock budget
   (:mod:`benchmarks.training`), mean ± sd over ``--seeds``, and the course recipe's time to ≥ 98 % agreement;
 - ``finetuning``: LoRA against full fine-tuning of the U-Net at equal steps (:mod:`benchmarks.finetuning`):
-  trainable parameters, seconds per step, training memory, size on disk, concept rate, as ratios.
+  trainable parameters, seconds per step, training memory, size on disk, concept rate, as ratios;
+- ``synthetic``: the synthetic-data pipeline against a bare diffusers loop on the same captions and batches
+  (:mod:`benchmarks.synthetic`): seconds per image and their ratio, CLIP scoring on its own, the cost of resuming
+  after a kill.
 
 ``--short`` runs both briefly (a smoke test of the benchmark, not a measurement). Run on an otherwise idle machine.
 """
@@ -45,7 +48,7 @@ def _diffusers_loop(scheduler, den, x, cond) -> torch.Tensor:
     return x
 
 
-BENCHES = ("sampling", "training", "finetuning")
+BENCHES = ("sampling", "training", "finetuning", "synthetic")
 
 
 def sampling_bench(*, batch: int, steps: int, repeats: int) -> None:
@@ -104,6 +107,10 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m benchmarks") -
         from benchmarks import finetuning
 
         finetuning.run(steps=args.finetune_steps, n_seeds=n_seeds)
+    if "synthetic" in chosen:
+        from benchmarks import synthetic
+
+        synthetic.run(limit=2 if args.short else 24, steps=5 if args.short else 25, repeats=1 if args.short else 3)
     return 0
 
 

@@ -186,7 +186,7 @@ def test_distinct_n_on_a_hand_made_example():
     # unigrams: a b a | a b → 5, distinct {a, b}; bigrams: (a b) (b a) | (a b) → 3, distinct {(a b), (b a)}
     assert distinct_n(captions, 1) == pytest.approx(2 / 5)
     assert distinct_n(captions, 2) == pytest.approx(2 / 3)
-    assert caption_diversity(captions) == pytest.approx({"distinct_1": 2 / 5, "distinct_2": 2 / 3})
+    assert caption_diversity(captions) == pytest.approx({"distinct_1": 2 / 5, "distinct_2": 2 / 3, "vocabulary": 2})
     # n-grams never span captions: "b" + "a" across the boundary is not a bigram
     assert distinct_n(["a b", "a b"], 2) == pytest.approx(1 / 2)
 

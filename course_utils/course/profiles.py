@@ -31,7 +31,9 @@ class Profile:
             compares (``sd_models``), its prompts (``sd_prompts``: name → prompt), the ``negative_prompt`` of the
             negative-prompt study, and ``two_stage``: a (stage I, stage II) pair of model ids or ``None``; for the
             from-scratch week, ``from_scratch``: the ``dataset`` its networks train on (a name of
-            :data:`course_utils.data.hub_datasets.NAMES`) and the ``image_size`` they see.
+            :data:`course_utils.data.hub_datasets.NAMES`) and the ``image_size`` they see; for the synthetic-data week,
+            ``synthetic``: its ``input`` titles, ``captioner``, ``negative_prompt`` and the ``fillers`` of its grid (a
+            profile of :data:`course_utils.synthetic.grids.FILLER_CATEGORIES`).
     """
 
     name: str
@@ -86,6 +88,12 @@ PROFILES: dict[str, Profile] = {
             "negative_prompt": "white",
             "two_stage": None,
             "from_scratch": {"dataset": "digits", "image_size": 8},
+            "synthetic": {
+                "input": "data/synthetic/shapes_concepts.csv",
+                "captioner": "template",
+                "negative_prompt": None,
+                "fillers": "offline",
+            },
         },
     ),
     "gpu": Profile(
@@ -120,6 +128,12 @@ PROFILES: dict[str, Profile] = {
             "negative_prompt": "blurry,unrealistic,low resolution, overexposed, unnatural colors",
             "two_stage": ["DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-II-L-v1.0"],
             "from_scratch": {"dataset": "mnist", "image_size": 28},
+            "synthetic": {
+                "input": "data/synthetic/dish_titles.csv",
+                "captioner": "google/gemma-3-1b-it",
+                "negative_prompt": "blurry,unrealistic,low resolution, overexposed, unnatural colors",
+                "fillers": "gpu",
+            },
         },
     ),
 }

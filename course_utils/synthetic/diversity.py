@@ -52,8 +52,10 @@ def distinct_n(captions: Sequence[str], n: int) -> float:
 
 
 def caption_diversity(captions: Sequence[str]) -> dict[str, float]:
-    """``{"distinct_1": …, "distinct_2": …}`` of ``captions``."""
-    return {"distinct_1": distinct_n(captions, 1), "distinct_2": distinct_n(captions, 2)}
+    """``{"distinct_1": …, "distinct_2": …, "vocabulary": …}`` of ``captions``: the two ratios, and the number of
+    distinct words (the ratios fall as captions grow longer and repeat their grammar; the vocabulary does not)."""
+    vocabulary = len({w for caption in captions for w in words(caption)})
+    return {"distinct_1": distinct_n(captions, 1), "distinct_2": distinct_n(captions, 2), "vocabulary": vocabulary}
 
 
 def image_diversity(images) -> float:

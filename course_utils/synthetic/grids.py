@@ -3,9 +3,9 @@
 A 64-image grid is 4×4 blocks = 8×8 tiles: 16 images of the user's prompt, each at one corner of its block (fixed or
 seeded), and 48 fillers. Fillers are either generated from random artistic prompts (:func:`filler_prompts` over
 :data:`FILLER_CATEGORIES`; the seed's approach 3) or real pictures (:func:`real_fillers`, shapes scenes offline; the
-seed's approach 1 with Flickr8k). :func:`block_layout` says which tile holds what, :func:`block_grid` assembles the
-``uint8`` array, :func:`grid_figure` draws it with the prompt tiles' mean CLIPScore (Hessel et al. 2021) and its
-95 % interval in the title.
+seed's approach 1 with Flickr8k); :func:`draw_fillers` draws generated ones. :func:`block_layout` says which tile
+holds what, :func:`block_grid` assembles the ``uint8`` array, :func:`grid_figure` draws it with the prompt tiles'
+mean CLIPScore (Hessel et al. 2021) and its 95 % interval in the title.
 
 Images are ``uint8`` ``(H, W, 3)`` arrays or PIL images (what diffusers pipelines return); see :func:`uint8_stack`.
 """
@@ -30,6 +30,7 @@ __all__ = [
     "BlockLayout",
     "block_grid",
     "block_layout",
+    "draw_fillers",
     "filler_categories",
     "filler_prompts",
     "grid_figure",
@@ -150,6 +151,22 @@ def real_fillers(n: int, *, seed: int, size: int = 32) -> np.ndarray:
     """``n`` real pictures as fillers: scenes of :func:`course_utils.data.shapes.make_dataset`, ``uint8``
     ``(n, size, size, 3)``; the same seed gives the same pictures."""
     return make_dataset(n, seed=seed, size=size).images
+
+
+def draw_fillers(
+    prompts: Sequence[str], *, model_id: str, seed: int, steps: int | None = None, guidance_scale: float | None = None
+) -> list:
+    """Generated fillers (the seed's approach 3): one image per prompt from ``model_id``, image ``i`` drawn with
+    ``stable_seed(seed, "filler", i)``, in one batched call (:func:`course_utils.sd.pipeline.sample_batch`)."""
+    from course_utils.sd.pipeline import load_pipeline, sample_batch
+    from course_utils.sd.support import check_request
+    from course_utils.synthetic.ids import stable_seed
+
+    settings, _ = check_request(model_id, steps=steps, guidance_scale=guidance_scale)
+    loaded = load_pipeline(settings)
+    seeds = [stable_seed(seed, "filler", i) for i in range(len(prompts))]
+    images, _ = sample_batch(loaded, settings, prompts=list(prompts), seeds=seeds, batch_size=16)
+    return images
 
 
 def uint8_stack(images) -> np.ndarray:

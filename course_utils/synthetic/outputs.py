@@ -33,7 +33,19 @@ from course_utils.synthetic.journal import (
     write_manifest,
 )
 
-__all__ = ["CSV", "COLUMNS", "FAILED", "METADATA", "OUTPUT_FILES", "Verification", "merge", "publish", "verify"]
+__all__ = [
+    "CSV",
+    "COLUMNS",
+    "FAILED",
+    "METADATA",
+    "OUTPUT_FILES",
+    "Verification",
+    "merge",
+    "publish",
+    "read_images",
+    "read_rows",
+    "verify",
+]
 
 CSV = "synthetic_captions.csv"
 METADATA = "metadata.jsonl"
@@ -102,6 +114,26 @@ def publish(folder: str | Path, journal: Journal) -> list[dict[str, Any]]:
     ]
     write_atomic(folder / FAILED, _csv_bytes(("title_id", "title", "reason"), failed))
     return rows
+
+
+def read_rows(folder: str | Path) -> list[dict[str, Any]]:
+    """The rows of ``folder``'s ``synthetic_captions.csv`` (seeds as ``int``, CLIP scores as ``float`` or ``None``)."""
+    problems: list[str] = []
+    rows = _read_csv(Path(folder) / CSV, problems)
+    if problems:
+        raise CourseError(f"{folder}: {problems[0]}")
+    for row in rows:
+        row["seed"] = int(row["seed"])
+        row["clip_score"] = float(row["clip_score"]) if row["clip_score"] else None
+    return rows
+
+
+def read_images(folder: str | Path, rows: list[dict[str, Any]]):
+    """The images of ``rows`` (from :func:`read_rows`) as a ``uint8`` array ``(N, H, W, 3)``."""
+    import numpy as np
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(Path(folder) / r["file_name"]).convert("RGB")) for r in rows])
 
 
 # ---------------------------------------------------------------------------------------------- verify

@@ -17,8 +17,8 @@ import csv
 import hashlib
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,10 @@ __all__ = [
     "Prepared",
     "RunSummary",
     "SyntheticConfig",
+    "command_line",
     "describe",
+    "kill_during",
+    "measured_rate",
     "pending_renders",
     "prepare",
     "read_titles",
@@ -339,8 +342,9 @@ def describe(prepared: Prepared, *, measured: float | None = None) -> str:
         per_image = None if rate is None else rate * s.steps
         source = "a rough figure for this model family and device"
     if per_image is not None:
-        minutes = images * per_image / 60
-        lines.append(f"  time: about {minutes:.1f} min ({per_image:.3f} s per image, {source})")
+        total = images * per_image
+        took = f"{total / 60:.1f} min" if total >= 60 else f"{total:.0f} s"
+        lines.append(f"  time: about {took} ({per_image:.3f} s per image, {source})")
     else:
         lines.append("  time: no estimate for this model and device until a first run measures one")
     lines.append(f"  output: {c.output_dir}")
@@ -403,14 +407,15 @@ def pending_renders(journal: Journal) -> list[dict[str, Any]]:
     return [item for item in by_title.values() if item["todo"]]
 
 
-def _progress(total: int, *, desc: str, unit: str):
+def _progress(total: int, *, desc: str, unit: str, show: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, disable=total == 0)
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, disable=not show or not total)
 
 
-def run(config: SyntheticConfig, *, prepared: Prepared | None = None) -> RunSummary:
-    """Run (or resume) both stages, then rebuild the CSV and ``metadata.jsonl``; return the counts.
+def run(config: SyntheticConfig, *, prepared: Prepared | None = None, progress: bool = True) -> RunSummary:
+    """Run (or resume) both stages, then rebuild the CSV and ``metadata.jsonl``; return the counts. ``progress``:
+    a bar per stage (items/s, time left) on stderr.
 
     A ``KeyboardInterrupt`` stops after the item in hand; everything committed stays, the outputs are rebuilt, and
     the interrupt is raised again for the caller to report.
@@ -428,7 +433,7 @@ def run(config: SyntheticConfig, *, prepared: Prepared | None = None) -> RunSumm
     try:
         # stage 1: titles → captions
         todo = [(tid, t[0]) for tid, t in journal.titles().items() if t[1] == "planned"]
-        with _progress(len(todo), desc="captions", unit="title") as bar:
+        with _progress(len(todo), desc="captions", unit="title", show=progress) as bar:
             for tid, result in engine.captions(todo):
                 if result.failed:
                     journal.record_failure(tid, result.failed, attempts=result.attempts)
@@ -443,7 +448,7 @@ def run(config: SyntheticConfig, *, prepared: Prepared | None = None) -> RunSumm
         work = pending_renders(journal)
         from course_utils.synthetic.journal import ImageRow, write_png
 
-        with _progress(sum(len(w["todo"]) for w in work), desc="images", unit="img") as bar:
+        with _progress(sum(len(w["todo"]) for w in work), desc="images", unit="img", show=progress) as bar:
             for out in engine.images(work):
                 file = f"{IMAGES}/{out['caption_id']}.png"
                 sha = write_png(folder / file, out["png"])
@@ -482,11 +487,59 @@ def measured_rate(folder: str | Path) -> float | None:
     return sum(seconds) / len(seconds) if seconds else None
 
 
-def config_record(config: SyntheticConfig) -> dict[str, Any]:
-    """The config as JSON-able values, without the token (what Ray ships to its actors)."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(replace(config, token=None)).items()}
+# ---------------------------------------------------------------------------------------------- the command line
+
+_FLAGS = {  # SyntheticConfig field → its flag (fields left at their default are not written)
+    "title_column": "--title_column", "variations": "--variations", "captioner": "--captioner",
+    "model_id": "--model_id", "scheduler": "--scheduler", "guidance_scale": "--guidance_scale",
+    "num_inference_steps": "--num_inference_steps", "height": "--height", "width": "--width",
+    "negative_prompt": "--negative_prompt", "seed": "--seed", "limit": "--limit", "engine": "--engine",
+    "clip_model": "--clip_model", "min_clip_score": "--min_clip_score", "retries": "--retries", "device": "--device",
+    "dtype": "--dtype", "workers": "--workers", "gpus_per_worker": "--gpus_per_worker",
+}  # fmt: skip
 
 
-def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def command_line(config: SyntheticConfig) -> list[str]:
+    """The ``diffusion-course synthetic`` arguments that make ``config`` (the token left out)."""
+    defaults = SyntheticConfig(input="")
+    args = ["--input", str(config.input), "--output_dir", str(config.output_dir)]
+    for name, flag in _FLAGS.items():
+        value = getattr(config, name)
+        if value != getattr(defaults, name):
+            args += [flag, str(value)]
+    if config.shard is not None:
+        args += ["--shard", f"{config.shard[0]}/{config.shard[1]}"]
+    args += [flag for flag, on in (("--extend", config.extend), ("--overwrite", config.overwrite)) if on]
+    return args
+
+
+def kill_during(config: SyntheticConfig, *, images: int, timeout: float = 600.0) -> int:
+    """Start ``config``'s run as a command (``python -m course_utils.synthetic.cli``), send it SIGKILL once its
+    journal holds ``images`` images, and return how many it holds then (a demonstration of what a crash leaves)."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import time
+
+    folder = Path(config.output_dir)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
+                                                                     os.environ.get("PYTHONPATH")]))}  # fmt: skip
+
+    def recorded() -> int:
+        try:
+            with sqlite3.connect(f"file:{folder / JOURNAL}?mode=ro", uri=True, timeout=5) as db:
+                return db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        except sqlite3.Error:  # not created yet
+            return 0
+
+    command = [sys.executable, "-m", "course_utils.synthetic.cli", *command_line(config)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    while recorded() < images and process.poll() is None and time.monotonic() - started < timeout:
+        time.sleep(0.01)
+    if process.poll() is not None and process.returncode != 0:
+        raise CourseError(f"the run failed before it could be killed: {process.stderr.read().strip()[-300:]}")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return recorded()
