@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from course_utils.course.paths import ROOT
 from course_utils.course.profiles import PROFILES, get_profile
 from course_utils.course.registry import MODELS, hf_token, resolve
 from course_utils.errors import CourseError
@@ -16,6 +17,9 @@ def test_profiles_name_models_the_registry_knows():
         assert profile.denoiser in MODELS and profile.text_to_image in MODELS
         assert set(profile.examples["sd_models"]) <= set(MODELS)
         assert profile.examples["two_stage"] is None or set(profile.examples["two_stage"]) <= set(MODELS)
+        week6 = profile.examples["synthetic"]
+        assert week6["captioner"] == "template" or MODELS[week6["captioner"]].family == "causal-lm"
+        assert (ROOT / week6["input"]).is_file()
 
 
 def test_unknown_profile_names_the_valid_ones():

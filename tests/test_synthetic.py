@@ -217,6 +217,18 @@ def test_a_run_writes_rows_images_and_a_loadable_imagefolder(reference):
     assert verify(reference).ok
 
 
+def test_the_folder_feeds_week_5s_fine_tuning(reference, tmp_path, one_thread):
+    """LoRA on the folder's captions (``finetune lora --train_data_dir DIR``) trains and saves an adapter."""
+    from course_utils.course.paths import MODELS_DIR
+    from course_utils.training.finetuning import LORA_FILE, FinetuneConfig, finetune
+
+    config = FinetuneConfig(method="lora", output_dir=str(tmp_path / "lora"), train_data_dir=str(reference),
+                            pretrained_model_name_or_path=str(MODELS_DIR / "shapes-sd"), max_train_steps=2,
+                            validation_steps=2, checkpointing_steps=2, validation_images=2)  # fmt: skip
+    result = finetune(config, show_progress=False)
+    assert result.step == 2 and (tmp_path / "lora" / LORA_FILE).is_file()
+
+
 def test_the_images_are_what_their_captions_ask_for(reference):
     """The shapes judge reads each image's own caption in it far more often than its neighbour's: rows and images
     are not mixed up."""

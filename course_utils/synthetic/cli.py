@@ -69,6 +69,7 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     add("--clip_model", default=DEFAULTS["clip_model"], help="auto (the model's), none, a CLIP id or folder")
     add("--min_clip_score", type=float, default=None, help="metadata.jsonl keeps the images scoring at least this")
     add("--retries", type=int, default=DEFAULTS["retries"], help="new answers asked of a captioner that falls short")
+    add("--threads", type=int, default=None, help="torch CPU threads where images are drawn (default: torch's)")
     add("--device", choices=DEVICES, default="auto")
     add("--dtype", choices=list(DTYPES), default=None)
     add("--dry-run", "--dry_run", dest="dry_run", action="store_true", help="print the plan; load no model")

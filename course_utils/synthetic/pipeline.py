@@ -162,6 +162,8 @@ def _check_numbers(config: SyntheticConfig) -> None:
         raise CourseError(f"--seed must be a whole number ≥ 0, got {config.seed!r}")
     if config.min_clip_score is not None and not 0 <= config.min_clip_score <= 100:
         raise CourseError(f"--min_clip_score is a CLIP score in 0 … 100, got {config.min_clip_score}")
+    if config.threads is not None and not 1 <= config.threads <= 256:
+        raise CourseError(f"--threads must lie in 1 … 256, got {config.threads}")
     if config.workers < 1 or config.gpus_per_worker < 0:
         raise CourseError("--workers must be ≥ 1 and --gpus_per_worker ≥ 0")
     if config.extend and config.overwrite:
@@ -495,7 +497,7 @@ _FLAGS = {  # SyntheticConfig field → its flag (fields left at their default a
     "num_inference_steps": "--num_inference_steps", "height": "--height", "width": "--width",
     "negative_prompt": "--negative_prompt", "seed": "--seed", "limit": "--limit", "engine": "--engine",
     "clip_model": "--clip_model", "min_clip_score": "--min_clip_score", "retries": "--retries", "device": "--device",
-    "dtype": "--dtype", "workers": "--workers", "gpus_per_worker": "--gpus_per_worker",
+    "dtype": "--dtype", "workers": "--workers", "gpus_per_worker": "--gpus_per_worker", "threads": "--threads",
 }  # fmt: skip
 
 
