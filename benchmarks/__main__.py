@@ -6,7 +6,11 @@
 - ``training``: the course's digits recipe against diffusers' reference recipe on one wall-clock budget
   (:mod:`benchmarks.training`), mean ± sd over ``--seeds``, and the course recipe's time to ≥ 98 % agreement;
 - ``finetuning``: LoRA against full fine-tuning of the U-Net at equal steps (:mod:`benchmarks.finetuning`):
-  trainable parameters, seconds per step, training memory, size on disk, concept rate, as ratios.
+  trainable parameters, seconds per step, training memory, size on disk, concept rate, as ratios;
+- ``synthetic``: week 6's research study (:mod:`benchmarks.synthetic`): a downstream captioner trained on a narrow
+  real set, on it plus synthetic pictures, and on it plus as many extra real ones, scored on the attribute
+  combinations the real set never shows; the differences with their intervals (``--synthetic-dir`` reads a
+  pipeline's output folder instead of generating).
 
 ``--short`` runs both briefly (a smoke test of the benchmark, not a measurement). Run on an otherwise idle machine.
 """
@@ -45,7 +49,7 @@ def _diffusers_loop(scheduler, den, x, cond) -> torch.Tensor:
     return x
 
 
-BENCHES = ("sampling", "training", "finetuning")
+BENCHES = ("sampling", "training", "finetuning", "synthetic")
 
 
 def sampling_bench(*, batch: int, steps: int, repeats: int) -> None:
@@ -87,6 +91,9 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m benchmarks") -
     parser.add_argument("--seeds", default="0,1,2", help="training: comma-separated seeds")
     parser.add_argument("--checkpoint-every", type=int, default=250, help="training: steps between agreement reads")
     parser.add_argument("--finetune-steps", type=int, default=200, help="finetuning: steps per method")
+    parser.add_argument("--study-seeds", default="0,1,2,3,4", help="synthetic: comma-separated training seeds")
+    parser.add_argument("--synthetic-per-title", type=int, default=20, help="synthetic: variations per title (≤ 30)")
+    parser.add_argument("--synthetic-dir", default=None, help="synthetic: a pipeline's imagefolder output to study")
     args = parser.parse_args(argv)
     chosen = [check_choice("benchmark", name.strip(), BENCHES) for name in args.only.split(",") if name.strip()]
     n_seeds = 24
@@ -104,6 +111,12 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m benchmarks") -
         from benchmarks import finetuning
 
         finetuning.run(steps=args.finetune_steps, n_seeds=n_seeds)
+    if "synthetic" in chosen:
+        from benchmarks import synthetic
+
+        study_seeds = tuple(int(s) for s in args.study_seeds.split(",") if s.strip())
+        synthetic.run(seeds=study_seeds, per_title=args.synthetic_per_title, synthetic_dir=args.synthetic_dir,
+                      short=args.short)  # fmt: skip
     return 0
 
 

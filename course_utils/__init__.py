@@ -7,6 +7,7 @@ Wings (one subpackage per topic; each ``__init__`` says what it holds and what i
     ``data``      digits, photos, the shapes world, image operations
     ``training``  the one training loop
     ``course``    profiles, registry, paths, the papermill runner, the otter grader, the ``diffusion-course`` command
+    ``synthetic`` synthetic data: the research study of narrow real captions against added synthetic pictures
 Shared by all: ``errors``, ``runtime``, ``metrics``, ``plotting``, ``studies``, ``denoisers``.
 
 Floors (nothing imports a floor above it): faces (notebooks, the command line) → choosing (``course.profiles``,

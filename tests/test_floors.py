@@ -27,7 +27,7 @@ FACES = {
     "course_utils.training.train",
     "course_utils.training.finetune",
 }
-WINGS = ("sampling", "sd", "models", "data", "training", "course")
+WINGS = ("sampling", "sd", "models", "data", "training", "course", "synthetic")
 
 
 def module_name(path: Path) -> str:
@@ -98,4 +98,5 @@ def test_every_wing_says_what_it_holds(wing):
 
 def test_the_top_level_stays_small():
     top = sorted(p.name for p in PACKAGE.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file())
-    assert len(top) <= 14, f"{len(top)} entries at the top of course_utils: {top}"
+    # the __init__, eight shared modules at most, and DESIGN.md's seven wings
+    assert len(top) <= 15, f"{len(top)} entries at the top of course_utils: {top}"
