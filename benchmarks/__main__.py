@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m benchmarks") -
     parser.add_argument("--checkpoint-every", type=int, default=250, help="training: steps between agreement reads")
     parser.add_argument("--finetune-steps", type=int, default=200, help="finetuning: steps per method")
     parser.add_argument("--study-seeds", default="0,1,2,3,4", help="synthetic: comma-separated training seeds")
-    parser.add_argument("--synthetic-per-title", type=int, default=20, help="synthetic: variations per title (≤ 30)")
+    parser.add_argument("--synthetic-per-title", type=int, default=None, help="synthetic: variations a title (20)")
     parser.add_argument("--synthetic-dir", default=None, help="synthetic: a pipeline's imagefolder output to study")
+    parser.add_argument("--synthetic-titles", default=None, help="synthetic: all (24) or seen (8) titles")
     args = parser.parse_args(argv)
     chosen = [check_choice("benchmark", name.strip(), BENCHES) for name in args.only.split(",") if name.strip()]
     n_seeds = 24
@@ -115,8 +116,8 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m benchmarks") -
         from benchmarks import synthetic
 
         study_seeds = tuple(int(s) for s in args.study_seeds.split(",") if s.strip())
-        synthetic.run(seeds=study_seeds, per_title=args.synthetic_per_title, synthetic_dir=args.synthetic_dir,
-                      short=args.short)  # fmt: skip
+        synthetic.run(seeds=study_seeds, per_title=args.synthetic_per_title, titles=args.synthetic_titles,
+                      synthetic_dir=args.synthetic_dir, short=args.short)  # fmt: skip
     return 0
 
 

@@ -5,7 +5,8 @@ task C: "captions too specific … highly single-case specific"). Here narrownes
 object, and the real training pictures show each shape in only **two of the six colours**
 (:data:`SEEN_COMBINATIONS`, 8 of the 24 combinations); the other 16 (:data:`UNSEEN_COMBINATIONS`) are what the
 downstream model is tested on. Every shape and every colour is seen (a head can name each value), only the pairs are
-new: the question is compositional generalisation, not new words.
+new: the question is compositional generalisation, not new words (the setting of compositional zero-shot learning,
+Misra, Gupta & Hebert 2017, "From red wine to red tomato: composition with context").
 
 Why this design: with 4 shapes × 2 colours = 8 pairs covering 6 colours, the shape–colour graph of the seen pairs
 cannot be connected (10 values need 9 pairs), so the real set is confounded on purpose. The seen pairs form two chains,

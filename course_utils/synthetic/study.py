@@ -46,7 +46,10 @@ The synthetic set arrives as a :class:`~course_utils.data.shapes.ShapesDataset` 
 pipeline's output folder (:func:`load_synthetic_folder`, the Hugging Face ``imagefolder`` layout) or, for
 development, from :func:`generate_synthetic` on :func:`synthetic_prompts` (titles ``"a {colour} {shape}"`` of all 24
 combinations, as a pipeline run on every title of the world would make, each varied in size, position and
-background).
+background). Which titles the pipeline is run on is the question's hinge: run on the real set's own 8 titles (the
+seed's pipeline varies each title of its input CSV), the variations change size, position and background but never
+the combination; ``synthetic_prompts(combinations=narrow.SEEN_COMBINATIONS)`` makes that set (``make bench ARGS="--only
+synthetic --synthetic-titles seen"``).
 """
 
 from __future__ import annotations
@@ -242,7 +245,8 @@ def _points(e: Estimate, *, signed: bool = False) -> str:
     """A share (or a difference of shares) in percentage points at the interval's precision, ``37 [31, 44]``."""
     d = max(0, e.decimals - 2) if e.half_width > 0 else 0
     sign = "+" if signed else ""
-    return f"{e.value * 100:{sign}.{d}f} [{e.low * 100:{sign}.{d}f}, {e.high * 100:{sign}.{d}f}]"
+    v, lo, hi = (round(x * 100, d) + 0.0 for x in (e.value, e.low, e.high))  # + 0.0: no "-0"
+    return f"{v:{sign}.{d}f} [{lo:{sign}.{d}f}, {hi:{sign}.{d}f}]"
 
 
 # ---------------------------------------------------------------------------------------------- the synthetic set
