@@ -8,6 +8,7 @@ Wings (one subpackage per topic; each ``__init__`` says what it holds and what i
     ``training``  the one training loop, the recipes, fine-tuning
     ``synthetic`` the synthetic-data pipeline: captioners, journal, engines (local, Ray), outputs, grids
     ``course``    profiles, registry, paths, the papermill runner, the otter grader, the ``diffusion-course`` command
+    ``synthetic`` synthetic data: the research study of narrow real captions against added synthetic pictures
 Shared by all: ``errors``, ``runtime``, ``metrics``, ``plotting``, ``studies``, ``denoisers``.
 
 Floors (nothing imports a floor above it): faces (notebooks, the command line) → choosing (``course.profiles``,

@@ -4,6 +4,8 @@
 - ``photos``: scikit-image's photos, shipped drawings, the test image each denoiser sees;
 - ``shapes``: the captioned shapes world (seeded scenes, parseable captions, object masks, imagefolder and COCO
   captions / instances export);
+- ``narrow``: a narrow split of the shapes world (each shape seen in two of six colours; the other combinations held
+  out), the data of week 6's synthetic-data study;
 - ``coco``: COCO caption (and instance) annotations → a checked, atomically written ``imagefolder`` subset chosen
   by category or caption keyword (``python -m course_utils.data.coco``);
 - ``concepts``: week 5's concept outside the shapes world (a red heart; the star as the counterexample): its

@@ -3,7 +3,8 @@
     diffusion-course models [--only STAGE,...] [--out data/models] [--eval-only]
     python -m course_utils.models.build [--only STAGE,...] [--out data/models] [--eval-only]
 
-The stages (:data:`course_utils.models.stages.STAGES`, in order) are described in :mod:`course_utils.models.stages`;
+The stages (:data:`course_utils.models.stages.STAGES`, in order, then :data:`LATE_STAGES`) are described in
+:mod:`course_utils.models.stages` and :func:`course_utils.synthetic.study.build_study_stage`;
 each prints its wall time. Training checkpoints go to ``build/checkpoints/`` so an interrupted run resumes where it
 stopped.
 """
@@ -18,13 +19,18 @@ from course_utils.course.paths import MODELS_DIR
 from course_utils.errors import ArgumentParser, check_choice, main_guard
 from course_utils.models.stages import DIGITS_CONFIG, STAGES, build_stage
 
+LATE_STAGES = ("synthetic-study",)
+"""Stages that run a face's pipeline (the synthetic-data pipeline of week 6), so this command dispatches them itself:
+the floors below it never import the synthetic wing."""
+ALL_STAGES = (*STAGES, *LATE_STAGES)
+
 __all__ = ["build_parser", "main"]
 
 
 def build_parser(prog: str | None = None) -> ArgumentParser:
     parser = ArgumentParser(prog=prog or "python -m course_utils.models.build", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=MODELS_DIR, help="where the model folders go")
-    parser.add_argument("--only", default=",".join(STAGES), help=f"comma-separated stages: {', '.join(STAGES)}")
+    parser.add_argument("--only", default=",".join(ALL_STAGES), help=f"comma-separated stages: {', '.join(ALL_STAGES)}")
     parser.add_argument("--steps", type=int, default=DIGITS_CONFIG.steps, help="training steps (digits)")
     parser.add_argument("--eval-only", action="store_true", help="measure the saved models, train nothing")
     return parser
@@ -33,13 +39,18 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
 @main_guard
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     args = build_parser(prog).parse_args(argv)
-    stages = [check_choice("stage", name.strip(), STAGES) for name in args.only.split(",") if name.strip()]
+    stages = [check_choice("stage", name.strip(), ALL_STAGES) for name in args.only.split(",") if name.strip()]
     begun = time.perf_counter()
-    for name in STAGES:
+    for name in ALL_STAGES:
         if name not in stages:
             continue
         started = time.perf_counter()
-        summary = build_stage(name, args.out, train=not args.eval_only, digits_steps=args.steps)
+        if name == "synthetic-study":
+            from course_utils.synthetic.study import build_study_stage
+
+            summary = build_study_stage(args.out, train=not args.eval_only)
+        else:
+            summary = build_stage(name, args.out, train=not args.eval_only, digits_steps=args.steps)
         if summary:
             print(summary)
         print(f"stage {name}: {time.perf_counter() - started:.0f} s")

@@ -11,6 +11,9 @@ with CLIP scores, that never loses a row and scales out; and the grids and measu
   category (artistic prompts on the ``gpu`` profile, shapes captions offline), real shapes scenes as fillers, the
   layout, the assembled array and its figure with the prompt tiles' mean CLIPScore;
 - ``diversity``: distinct-n of captions (Li et al. 2016) and the mean pairwise distance of images, per group;
+- ``study``: seed 000's research question: does the pipeline's data help a downstream captioner trained on narrow
+  real captions? Narrow real set, plus synthetic pictures, plus as many extra real ones (the control), scored on the
+  attribute combinations the real set never shows; ``make models`` stage ``synthetic-study`` runs it;
 - ``cli``: ``diffusion-course synthetic`` (a face).
 
 May import every wing (``sd`` for the image pipelines, ``course.registry`` for model ids) but no face; nothing below
