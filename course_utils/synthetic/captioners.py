@@ -37,6 +37,7 @@ __all__ = [
     "llm_dtype",
     "load_captioner",
     "parse_variations",
+    "readable_by",
     "validate_captions",
 ]
 
@@ -300,6 +301,21 @@ def validate_captions(
             kept.append(text)
             seen.add(_normal(text))
     return kept, problems
+
+
+def readable_by(settings: Any) -> Callable[[str], str | None]:
+    """A caption check for :func:`validate_captions`: the reason ``settings``' image model (checked
+    :class:`course_utils.sd.support.GenerationSettings`) cannot read a caption, or ``None``."""
+    from course_utils.sd.support import check_prompt
+
+    def reason(text: str) -> str | None:
+        try:
+            check_prompt(settings, text, kind="caption")
+        except CourseError as err:
+            return str(err).split(";")[0]
+        return None
+
+    return reason
 
 
 @dataclass(frozen=True)

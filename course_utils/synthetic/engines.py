@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from course_utils.errors import CourseError
-from course_utils.synthetic.captioners import CaptionResult, caption_title, load_captioner
+from course_utils.synthetic.captioners import CaptionResult, caption_title, load_captioner, readable_by
 from course_utils.synthetic.journal import png_bytes
 
 __all__ = ["CaptionWorker", "LocalEngine", "RayEngine", "RenderWorker", "make_engine"]
@@ -27,8 +27,6 @@ class CaptionWorker:
     """Stage 1 for any engine: ``{"title_id", "title"}`` items → results (the captioner loads at the first one)."""
 
     def __init__(self, prepared: Any) -> None:
-        from course_utils.synthetic.pipeline import readable_by
-
         config = prepared.config
         self.config = config
         self.readable = readable_by(prepared.settings)

@@ -22,11 +22,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from course_utils.course.registry import resolve_text_model
 from course_utils.errors import CourseError, check_choice
-from course_utils.sd.support import GenerationSettings, check_prompt, check_request
-from course_utils.synthetic.captioners import MAX_CAPTION_CHARS, load_captioner
+from course_utils.sd.memory import override_plan, plan_memory
+from course_utils.sd.support import GenerationSettings, check_request
+from course_utils.sd.sweep_study import COURSE_CLIP, HUB_CLIP
+from course_utils.synthetic.captioners import MAX_CAPTION_CHARS, TemplateCaptioner, load_captioner
+from course_utils.synthetic.engines import make_engine
 from course_utils.synthetic.ids import caption_id, shard_of, stable_seed, title_id
-from course_utils.synthetic.journal import FORMAT, JOURNAL, MANIFEST, Journal, fingerprint, read_manifest
+from course_utils.synthetic.journal import (
+    FORMAT,
+    JOURNAL,
+    MANIFEST,
+    ImageRow,
+    Journal,
+    fingerprint,
+    read_manifest,
+    write_manifest,
+    write_png,
+)
+from course_utils.synthetic.outputs import OUTPUT_FILES, publish
 
 __all__ = [
     "ENGINES",
@@ -171,28 +186,11 @@ def _check_numbers(config: SyntheticConfig) -> None:
 
 
 def _clip_model(config: SyntheticConfig, settings: GenerationSettings) -> str:
-    from course_utils.sd.sweep_study import COURSE_CLIP, HUB_CLIP
-
     if config.clip_model == AUTO_CLIP:
         return COURSE_CLIP if settings.family == "course-sd" else HUB_CLIP
     if config.clip_model in (NO_CLIP, COURSE_CLIP) or Path(config.clip_model).expanduser().is_dir():
         return config.clip_model
-    from course_utils.course.registry import resolve_text_model
-
     return resolve_text_model(config.clip_model, family="clip").model_id
-
-
-def readable_by(settings: GenerationSettings):
-    """A caption check for :func:`.captioners.validate_captions`: the reason the image model cannot read a caption."""
-
-    def reason(text: str) -> str | None:
-        try:
-            check_prompt(settings, text, kind="caption")
-        except CourseError as err:
-            return str(err).split(";")[0]
-        return None
-
-    return reason
 
 
 def _generation_record(config: SyntheticConfig, settings: GenerationSettings, *, dtype: str, device: str) -> dict:
@@ -238,8 +236,6 @@ def prepare(config: SyntheticConfig) -> Prepared:
         width=config.width,
         negative_prompt=config.negative_prompt,
     )
-    from course_utils.sd.memory import override_plan, plan_memory
-
     plan = override_plan(plan_memory(settings, device=config.device), family=settings.family, dtype=config.dtype)
     clip_model = _clip_model(config, settings)
     load_captioner(config.captioner)  # checks the name (a chat model loads only when stage 1 needs it)
@@ -315,8 +311,6 @@ def _sample_captions(config: SyntheticConfig, titles: Sequence[tuple[str, str]])
     """Up to three titles' first caption, for the dry run (template captioner only: a model would have to load)."""
     if config.captioner != "template":
         return ()
-    from course_utils.synthetic.captioners import TemplateCaptioner
-
     out = []
     for tid, title in titles[:3]:
         if title:
@@ -362,13 +356,9 @@ def _start(prepared: Prepared) -> Journal:
         for name in (IMAGES, JOURNAL, MANIFEST):
             path = folder / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        from course_utils.synthetic.outputs import OUTPUT_FILES
-
         for name in OUTPUT_FILES:
             (folder / name).unlink(missing_ok=True)
     (folder / IMAGES).mkdir(parents=True, exist_ok=True)
-    from course_utils.synthetic.journal import write_manifest
-
     if prepared.state in ("new", "overwrite", "extend"):
         write_manifest(folder, prepared.manifest)
     elif read_manifest(folder).get("min_clip_score") != prepared.config.min_clip_score:
@@ -422,9 +412,6 @@ def run(config: SyntheticConfig, *, prepared: Prepared | None = None, progress: 
     A ``KeyboardInterrupt`` stops after the item in hand; everything committed stays, the outputs are rebuilt, and
     the interrupt is raised again for the caller to report.
     """
-    from course_utils.synthetic.engines import make_engine
-    from course_utils.synthetic.outputs import publish
-
     prepared = prepared or prepare(config)
     folder = Path(config.output_dir)
     journal = _start(prepared)
@@ -448,8 +435,6 @@ def run(config: SyntheticConfig, *, prepared: Prepared | None = None, progress: 
                 bar.update()
         # stage 2: captions → images, each written then committed
         work = pending_renders(journal)
-        from course_utils.synthetic.journal import ImageRow, write_png
-
         with _progress(sum(len(w["todo"]) for w in work), desc="images", unit="img", show=progress) as bar:
             for out in engine.images(work):
                 file = f"{IMAGES}/{out['caption_id']}.png"

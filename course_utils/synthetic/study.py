@@ -512,7 +512,7 @@ def build_study_stage(out: Path, *, train: bool = True, seeds: Sequence[int] = (
     """``make models`` stage ``synthetic-study``: run the pipeline on every concept (``all``) and on the narrow real
     set's own (``seen``), run :func:`research_study` on each, measure the labels with the judge, and write
     ``out/synthetic-study/metrics.json`` and its card. The pipeline's folders stay under ``build/`` (git-ignored).
-    ``train=False`` re-reads the committed metrics and only prints them."""
+    ``train=False`` re-reads the committed metrics, writes the card from them and prints the verdict."""
     import json
 
     from course_utils.course.paths import MODELS_DIR, ROOT
@@ -520,8 +520,9 @@ def build_study_stage(out: Path, *, train: bool = True, seeds: Sequence[int] = (
     from course_utils.models.shapes_judge import load_shapes_judge
 
     folder = Path(out) / STUDY_FOLDER
-    if not train:
+    if not train:  # the committed numbers, and the card written from them again
         metrics = json.loads((folder / "metrics.json").read_text())
+        (folder / "README.md").write_text(_card(metrics))
         return f"synthetic study: {metrics['all']['verdict']}"
     folder.mkdir(parents=True, exist_ok=True)
     judge = load_shapes_judge(MODELS_DIR / "shapes-judge")
@@ -537,7 +538,7 @@ def build_study_stage(out: Path, *, train: bool = True, seeds: Sequence[int] = (
         }
     metrics["train_seconds"] = time.perf_counter() - started
     write_metrics(folder, metrics)
-    (folder / "README.md").write_text(_card(metrics))
+    (folder / "README.md").write_text(_card(json.loads((folder / "metrics.json").read_text())))
     return f"synthetic study: {metrics['all']['verdict']}"
 
 
@@ -554,7 +555,7 @@ small captioners per run (`course_utils.models.shapes_captioner`) and scores the
 - **Synthetic data**: the week's pipeline (`diffusion-course synthetic`, template captions, `course/shapes-sd`),
   {PIPELINE_VARIATIONS} variations of each title, labelled by the caption they were drawn from (what was asked for,
   not what was drawn). Titles `all`: the 24 concepts of `data/synthetic/shapes_concepts.csv`; titles `seen`: the
-  real set's own 8. The judge reads every attribute as asked in {Estimate(**fidelity).format()} of the unseen
+  real set's own 8. The judge reads every attribute as asked in {Estimate(**fidelity).format(scale=100)} % of the unseen
   combinations' pictures.
 - **Control**: as many extra real pictures of the seen combinations.
 - **Measure**: held-out accuracy on the 16 combinations the real data never shows, 95 % crossed-bootstrap intervals
