@@ -158,6 +158,33 @@ WEEKS = {
             "test_q4_the_merged_unet_computes_what_the_adapted_one_does",
         ),
     ),
+    "06": Week(
+        folder="06_synthetic_data",
+        notebook="synthetic_data.ipynb",
+        questions={"q1": 3, "q2": 3, "q3": 2, "q4": 2},
+        answers={
+            "q1": "def validate(",
+            "q2": "def pending(",
+            "q3": "def layout(",
+            "q4": "def image_seed(",
+        },
+        public=(
+            "test_q1_keeps_the_first_n_valid",
+            "test_q2_one_missing_image",
+            "test_q3_two_blocks_top_left",
+            "test_q4_matches_package",
+        ),
+        hidden=(
+            "test_q1_planted_lists_match_the_package",
+            "test_q1_seeded_proposals_match_the_package",
+            "test_q2_a_killed_folder_matches_the_package",
+            "test_q2_resuming_with_your_functions_ends_where_the_uninterrupted_run_does",
+            "test_q3_sizes_and_seeds_match_the_package",
+            "test_q3_every_block_one_prompt_tile_and_the_packages_grid",
+            "test_q4_many_ids_and_seeds_match_the_package",
+            "test_q4_shards_split_300_ids_as_a_sharded_run_plans",
+        ),
+    ),
 }
 VALID_WEEKS = ", ".join(WEEKS)
 # week 1, which the in-depth tests use
