@@ -366,6 +366,25 @@ def test_sigkill_at_seeded_random_points_loses_and_repeats_nothing(tmp_path):
     assert not list(out.rglob("*.tmp")) and verify(out).ok
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_keeps_what_is_done(tmp_path):
+    """SIGINT (Ctrl-C) ends the command with exit 130 and one line; the CSV already lists every committed image, and
+    the same command finishes the run."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "interrupted"
+    process = subprocess.Popen(_command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while _images_recorded(out) < 4 and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-500:]
+    assert "stopped; everything finished is kept" in err and "Traceback" not in err
+    with open(out / CSV, newline="") as f:
+        assert len(list(csv.DictReader(f))) == _images_recorded(out) < 16
+    subprocess.run(_command(out), check=True, env=env, capture_output=True)
+    assert verify(out).ok and verify(out).counts["images"] == 16
+
+
 # ---------------------------------------------------------------------------------------------- shards, merge, verify
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "SHAPES",
     "SIZES",
     "UNSEEN_SHAPES",
+    "as_image_tensor",
     "Jitter",
     "Scene",
     "ShapeSpec",
@@ -566,6 +567,16 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise CourseError(f"to_tensor expects uint8 images (N, H, W, 3), got {images.dtype} {images.shape}")
     return torch.from_numpy(images.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def as_image_tensor(images, *, reader: str = "the model") -> torch.Tensor:
+    """What the shapes world's readers take: ``uint8`` ``(N, H, W, 3)`` (through :func:`to_tensor`) or float
+    ``(N, 3, H, W)`` in ``[-1, 1]``, as float ``(N, 3, H, W)``; anything else is one line naming ``reader``."""
+    if isinstance(images, np.ndarray):
+        return to_tensor(images)
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        raise CourseError(f"{reader} reads uint8 arrays (N, H, W, 3) or float tensors (N, 3, H, W) in [-1, 1]")
+    return images.float()
 
 
 # ---------------------------------------------------------------------------------------------- data sets

@@ -40,8 +40,8 @@ from course_utils.data.shapes import (
     SIZES,
     Scene,
     ShapeSpec,
+    as_image_tensor,
     caption,
-    to_tensor,
 )
 from course_utils.errors import CourseError
 from course_utils.training.loop import TrainConfig, fit
@@ -115,14 +115,6 @@ def caption_targets(scenes: Sequence[Scene]) -> dict[str, torch.Tensor]:
     return targets
 
 
-def _as_tensor(images) -> torch.Tensor:
-    if isinstance(images, np.ndarray):
-        return to_tensor(images)
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        raise CourseError("the captioner reads uint8 arrays (N, H, W, 3) or float tensors (N, 3, H, W) in [-1, 1]")
-    return images.float()
-
-
 def train_shapes_captioner(
     images, scenes: Sequence[Scene], *, config: TrainConfig, width: int = 16, hidden: int = 128
 ) -> tuple[ShapesCaptioner, list[float]]:
@@ -140,7 +132,7 @@ def train_shapes_captioner(
         raise CourseError(
             "train_shapes_captioner trains without EMA or checkpoints: use_ema=False, checkpoint_dir=None"
         )
-    x, y = _as_tensor(images), caption_targets(scenes)
+    x, y = as_image_tensor(images, reader="the captioner"), caption_targets(scenes)
     with torch.random.fork_rng(devices=[]):  # the initial weights, without moving the caller's global RNG
         torch.manual_seed(config.seed)
         model = ShapesCaptioner(image_size=x.shape[-1], width=width, hidden=hidden)
@@ -157,7 +149,7 @@ def train_shapes_captioner(
 @torch.no_grad()
 def predict_attributes(model: ShapesCaptioner, images, *, batch_size: int = 512) -> dict[str, torch.Tensor]:
     """Each head's arg-max class ``(N,)`` (an index into ``HEADS[head]``)."""
-    x = _as_tensor(images)
+    x = as_image_tensor(images, reader="the captioner")
     model.eval()
     parts = [model(chunk.to(model.device, model.dtype)) for chunk in x.split(batch_size)]
     return {name: torch.cat([p[name] for p in parts]).argmax(-1).cpu() for name in HEADS}

@@ -52,6 +52,7 @@ from course_utils.data.shapes import (
     SIZES,
     UNSEEN_SHAPES,
     Scene,
+    as_image_tensor,
     prompt_attributes,
     to_tensor,
 )
@@ -159,14 +160,6 @@ def _loss(logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> 
     return sum(F.cross_entropy(logits[k].flatten(0, -2), targets[k].flatten(), ignore_index=-100) for k in logits)
 
 
-def _as_tensor(images) -> torch.Tensor:
-    if isinstance(images, np.ndarray):
-        return to_tensor(images)
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        raise CourseError("the judge reads uint8 arrays (N, H, W, 3) or float tensors (N, 3, H, W) in [-1, 1]")
-    return images.float()
-
-
 def train_shapes_judge(
     judge: ShapesJudge, images: np.ndarray, scenes: Sequence[Scene], *, config: TrainConfig
 ) -> tuple[ShapesJudge, list[float]]:
@@ -188,7 +181,7 @@ def read_images(judge: ShapesJudge, images, *, batch_size: int = 512) -> dict[st
     """The judge's reading of ``images``: per-slot predicted ``shape``, ``colour``, ``size`` ``(N, 5)`` (indices
     into ``judge.slot_shapes`` = ``("none", *judge.config.shapes)``, ``COLOURS``, ``SIZES``), ``occupied``
     probability ``(N, 5)`` and ``background`` ``(N,)``."""
-    x = _as_tensor(images)
+    x = as_image_tensor(images, reader="the judge")
     judge.eval()
     parts = [judge(chunk.to(judge.device, judge.dtype)) for chunk in x.split(batch_size)]
     logits = {k: torch.cat([p[k] for p in parts]).float().cpu() for k in parts[0]}
