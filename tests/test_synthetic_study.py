@@ -16,6 +16,7 @@ from course_utils.data.narrow import (
     combination,
     make_combination_dataset,
     narrow_split,
+    title,
 )
 from course_utils.data.shapes import COLOURS, SHAPES, Scene, ShapesDataset, ShapeSpec, caption, parse_caption
 from course_utils.errors import CourseError
@@ -31,11 +32,9 @@ from course_utils.synthetic.study import (
     DIFFERENCES,
     MEASURES,
     StudyConfig,
-    generate_synthetic,
     load_synthetic_folder,
     research_study,
     synthetic_labels,
-    synthetic_prompts,
 )
 from course_utils.training.loop import TrainConfig
 
@@ -177,21 +176,18 @@ def test_the_study_reads_labels_from_the_captions_not_the_scenes():
         research_study(synthetic=data, seeds=(0,))
 
 
-def test_synthetic_prompts_vary_each_title_and_keep_its_words():
-    prompts = synthetic_prompts(per_title=5, seed=0)
-    assert len(prompts) == 5 * len(ALL_COMBINATIONS) and len(set(prompts)) == len(prompts)
-    asked = [combination(parse_caption(p)) for p in prompts]
-    assert asked == [c for c in ALL_COMBINATIONS for _ in range(5)]
-    assert synthetic_prompts(per_title=5, seed=0) == prompts != synthetic_prompts(per_title=5, seed=1)
-    with pytest.raises(CourseError, match="per_title"):
-        synthetic_prompts(per_title=31, seed=0)
+def test_the_pipelines_own_folder_is_the_studys_synthetic_set(tmp_path, one_thread):
+    """A pipeline run on shapes titles reads back as full one-object captions, each picture labelled by its caption."""
+    from course_utils.synthetic.outputs import read_rows
+    from course_utils.synthetic.pipeline import SyntheticConfig, run
 
-
-def test_generate_synthetic_labels_each_picture_with_its_prompt(tiny_shapes_sd_path):
-    prompts = synthetic_prompts(per_title=1, seed=0, combinations=UNSEEN_COMBINATIONS[:3])
-    data = generate_synthetic(prompts, seed=4, model_id=str(tiny_shapes_sd_path), steps=2, device="cpu")
-    assert data.images.shape == (3, 32, 32, 3) and data.images.dtype == np.uint8
-    assert data.captions == prompts and synthetic_labels(data) == [parse_caption(p) for p in prompts]
+    titles = tmp_path / "titles.csv"
+    titles.write_text("title\n" + "".join(f"{title(c)}\n" for c in UNSEEN_COMBINATIONS[:3]))
+    run(SyntheticConfig(input=titles, output_dir=tmp_path / "out", variations=2, num_inference_steps=2), progress=False)
+    data = load_synthetic_folder(tmp_path / "out")
+    rows = read_rows(tmp_path / "out")
+    assert data.images.shape == (6, 32, 32, 3) and sorted(data.captions) == sorted(r["caption"] for r in rows)
+    assert [combination(s) for s in synthetic_labels(data)] == [c for c in UNSEEN_COMBINATIONS[:3] for _ in range(2)]
 
 
 # ---------------------------------------------------------------------------------------------- the folder

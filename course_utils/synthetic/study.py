@@ -42,14 +42,12 @@ narrow real set, all from the seed) widen it. Differences are paired (:func:`cou
 pictures and seeds resampled on both sides). With 5 seeds the seed dimension of the bootstrap is coarse (it tends to
 be a little narrow); the synthetic set is drawn once, so its own draw is not in the intervals.
 
-The synthetic set arrives as a :class:`~course_utils.data.shapes.ShapesDataset` of full one-object captions: from a
-pipeline's output folder (:func:`load_synthetic_folder`, the Hugging Face ``imagefolder`` layout) or, for
-development, from :func:`generate_synthetic` on :func:`synthetic_prompts` (titles ``"a {colour} {shape}"`` of all 24
-combinations, as a pipeline run on every title of the world would make, each varied in size, position and
-background). Which titles the pipeline is run on is the question's hinge: run on the real set's own 8 titles (the
-seed's pipeline varies each title of its input CSV), the variations change size, position and background but never
-the combination; ``synthetic_prompts(combinations=narrow.SEEN_COMBINATIONS)`` makes that set (``make bench ARGS="--only
-synthetic --synthetic-titles seen"``).
+The synthetic set arrives as a :class:`~course_utils.data.shapes.ShapesDataset` of full one-object captions, read
+from the week's pipeline's output folder (:func:`load_synthetic_folder`, the Hugging Face ``imagefolder`` layout;
+:func:`pipeline_synthetic` runs the pipeline for the study). Which titles the pipeline is run on is the question's
+hinge: on every concept ``"a {colour} {shape}"`` of the world (:data:`TITLES` ``all``), or on the real set's own 8
+(``seen``: the seed's pipeline varies each title of its input CSV), whose variations change size, position and
+background but never the combination. ``make models ARGS="--only synthetic-study"`` runs both.
 """
 
 from __future__ import annotations
@@ -72,14 +70,9 @@ from course_utils.data.narrow import (
     title,
 )
 from course_utils.data.shapes import (
-    BACKGROUNDS,
-    POSITIONS,
     SHAPES,
-    SIZES,
     Scene,
     ShapesDataset,
-    ShapeSpec,
-    caption,
     load_imagefolder,
     parse_caption,
 )
@@ -95,12 +88,10 @@ __all__ = [
     "MEASURES",
     "StudyConfig",
     "SyntheticStudy",
-    "generate_synthetic",
     "label_fidelity",
     "load_synthetic_folder",
     "research_study",
     "synthetic_labels",
-    "synthetic_prompts",
 ]
 
 CONDITIONS = ("real", "real+synthetic", "real+extra-real")
@@ -269,61 +260,6 @@ def synthetic_labels(synthetic: ShapesDataset) -> list[Scene]:
             raise CourseError(f"synthetic caption {i} ({text!r}) names a shape outside the world ({', '.join(SHAPES)})")
         scenes.append(scene)
     return scenes
-
-
-def synthetic_prompts(
-    *, per_title: int, seed: int, combinations: Sequence[tuple[str, str]] = ALL_COMBINATIONS
-) -> list[str]:
-    """Full captions for the titles ``"a {colour} {shape}"`` of ``combinations`` (default all 24): ``per_title``
-    distinct variations of each title in size, position and background, drawn without replacement from the 30 a
-    title has (``numpy.random.default_rng([seed, k])`` for title ``k``), title by title. These are the variations a
-    template captioner writes for a shapes title (the title's words kept, the rest filled in)."""
-    options = [(s, p, b) for s in SIZES for p in POSITIONS for b in BACKGROUNDS]
-    if not 1 <= per_title <= len(options):
-        raise CourseError(
-            f"per_title must lie in 1..{len(options)} (a title has {len(options)} variations), got {per_title}"
-        )
-    prompts = []
-    for k, (shape, colour) in enumerate(combinations):
-        picked = np.random.default_rng([seed, k]).choice(len(options), size=per_title, replace=False)
-        for i in picked:
-            size, position, background = options[int(i)]
-            prompts.append(caption(Scene((ShapeSpec(shape, colour, size, position),), background)))
-    return prompts
-
-
-def generate_synthetic(
-    prompts: Sequence[str],
-    *,
-    seed: int = 0,
-    model_id: str = "course/shapes-sd",
-    steps: int | None = None,
-    guidance_scale: float | None = None,
-    device: str = "auto",
-    batch_size: int = 128,
-) -> ShapesDataset:
-    """One picture per prompt from ``model_id`` (picture ``i`` from ``torch.Generator("cpu").manual_seed(seed + i)``,
-    :func:`course_utils.sd.pipeline.sample_batch`); the model's default steps, guidance and scheduler unless given
-    (``course/shapes-sd``: DDIM, 25 steps, guidance 7.5). Pictures of a model that draws larger are box-resampled to the
-    captioner's 32 px. The captions are the prompts, the scenes what they ask for."""
-    from PIL import Image
-
-    from course_utils.sd.pipeline import load_pipeline, sample_batch
-    from course_utils.sd.support import check_request
-
-    prompts = list(prompts)
-    if not prompts:
-        raise CourseError("generate_synthetic needs at least one prompt")
-    settings, _ = check_request(model_id, steps=steps, guidance_scale=guidance_scale)
-    loaded = load_pipeline(settings, device=device)
-    pictures, _ = sample_batch(
-        loaded, settings, prompts=prompts, seeds=[seed + i for i in range(len(prompts))], batch_size=batch_size
-    )
-    images = np.stack(
-        [np.asarray(p.convert("RGB").resize((32, 32), Image.Resampling.BOX), dtype=np.uint8) for p in pictures]
-    )
-    scenes = [parse_caption(p) for p in prompts]
-    return ShapesDataset(images, prompts, scenes)
 
 
 def load_synthetic_folder(folder: str | Path, *, size: int = 32) -> ShapesDataset:
