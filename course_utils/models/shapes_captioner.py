@@ -41,6 +41,7 @@ from course_utils.data.shapes import (
     Scene,
     ShapeSpec,
     as_image_tensor,
+    attributes,
     caption,
 )
 from course_utils.errors import CourseError
@@ -98,14 +99,7 @@ def caption_targets(scenes: Sequence[Scene]) -> dict[str, torch.Tensor]:
     for i, scene in enumerate(scenes):
         if len(scene.objects) != 1:
             raise CourseError(f"the captioner reads one-object scenes; scene {i} holds {len(scene.objects)}")
-        only = scene.objects[0]
-        labels = {
-            "shape": only.shape,
-            "colour": only.colour,
-            "size": only.size,
-            "position": only.position,
-            "background": scene.background,
-        }
+        labels = {name: value for name, value in attributes(scene).items() if name in HEADS}
         for name, value in labels.items():
             if value not in HEADS[name]:
                 raise CourseError(
