@@ -12,8 +12,6 @@
 
 from __future__ import annotations
 
-import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -64,27 +62,16 @@ def _captions(folder: Path) -> tuple[list[list[str]], list[list[int]]]:
     return [[r["caption"] for r in t] for t in rows], [[int(r["seed"]) for r in t] for t in rows]
 
 
-def _recorded(folder: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{folder / 'journal.sqlite'}?mode=ro", uri=True) as db:
-            return db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 def _resume_cost(tmp: Path, *, limit: int, steps: int, per_image: float) -> None:
-    out = tmp / "killed"
-    cmd = [sys.executable, "-m", "course_utils.synthetic.cli", "--input", str(INPUT), "--output_dir", str(out),
-           "--limit", str(limit), "--num_inference_steps", str(steps), "--clip_model", "none"]  # fmt: skip
-    total = limit * 3
-    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while _recorded(out) < total // 2 and process.poll() is None:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    done = _recorded(out)
+    from course_utils.synthetic.pipeline import SyntheticConfig, command_line, kill_during
+
+    config = SyntheticConfig(input=INPUT, output_dir=tmp / "killed", limit=limit, num_inference_steps=steps,
+                             clip_model="none")  # fmt: skip
+    total = limit * config.variations
+    done = kill_during(config, images=total // 2)
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "course_utils.synthetic.cli", *command_line(config)], check=True,
+                   capture_output=True)  # fmt: skip
     resumed = time.perf_counter() - started
     remaining = (total - done) * per_image
     print(f"resume after SIGKILL at {done}/{total} images: {resumed:.1f} s; its {total - done} images cost"

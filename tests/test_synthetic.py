@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from course_utils.synthetic.captioners import (
     parse_variations,
     validate_captions,
 )
+from course_utils.synthetic.journal import recorded_images
 from course_utils.synthetic.outputs import CSV, METADATA, merge, verify
 from course_utils.synthetic.pipeline import SyntheticConfig, describe, prepare, run
 
@@ -329,14 +329,6 @@ def _command(out: Path) -> list[str]:
     return [sys.executable, "-m", "course_utils.synthetic.cli", "--input", str(INPUT), "--output_dir", str(out), *flags]
 
 
-def _images_recorded(out: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{out / 'journal.sqlite'}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-    except sqlite3.Error:
-        return 0
-
-
 @pytest.mark.slow
 def test_sigkill_at_seeded_random_points_loses_and_repeats_nothing(tmp_path):
     """Killed with SIGKILL at seeded random moments (some right after the n-th image was committed, some a random
@@ -352,7 +344,7 @@ def test_sigkill_at_seeded_random_points_loses_and_repeats_nothing(tmp_path):
     kills = 0
     for target in targets:
         process = subprocess.Popen(_command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while _images_recorded(out) < target and process.poll() is None:
+        while recorded_images(out) < target and process.poll() is None:
             time.sleep(0.005)
         time.sleep(float(rng.uniform(0, 0.05)))
         if process.poll() is None:
@@ -360,7 +352,7 @@ def test_sigkill_at_seeded_random_points_loses_and_repeats_nothing(tmp_path):
             kills += 1
         process.wait()
     assert kills >= 2, "the runs finished before they could be killed"
-    assert _images_recorded(out) < total
+    assert recorded_images(out) < total
     subprocess.run(_command(out), check=True, env=env, capture_output=True)
     assert folder_bytes(out) == folder_bytes(whole)
     assert not list(out.rglob("*.tmp")) and verify(out).ok
@@ -373,14 +365,14 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_is_done(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     out = tmp_path / "interrupted"
     process = subprocess.Popen(_command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while _images_recorded(out) < 4 and process.poll() is None:
+    while recorded_images(out) < 4 and process.poll() is None:
         time.sleep(0.005)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-500:]
     assert "stopped; everything finished is kept" in err and "Traceback" not in err
     with open(out / CSV, newline="") as f:
-        assert len(list(csv.DictReader(f))) == _images_recorded(out) < 16
+        assert len(list(csv.DictReader(f))) == recorded_images(out) < 16
     subprocess.run(_command(out), check=True, env=env, capture_output=True)
     assert verify(out).ok and verify(out).counts["images"] == 16
 
@@ -388,11 +380,18 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_is_done(tmp_path):
 # ---------------------------------------------------------------------------------------------- shards, merge, verify
 
 
-def test_shards_merge_into_the_unsharded_folder(reference, tmp_path, one_thread):
+def test_shards_merge_into_the_unsharded_folder(reference, tmp_path, one_thread, monkeypatch):
+    import course_utils.synthetic.outputs as outputs
+
     parts = [tmp_path / f"shard{i}" for i in range(3)]
     for i, part in enumerate(parts):
         run(config(part, shard=(i, 3)))
     assert sum(verify(p).counts["titles"] for p in parts) == 5
+    with monkeypatch.context() as m:  # a merge killed half-way leaves no half-merged folder behind
+        m.setattr(outputs, "publish", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            merge(tmp_path / "merged", parts)
+    assert not (tmp_path / "merged").exists()
     report = merge(tmp_path / "merged", [parts[2], parts[0], parts[1]])
     assert report.ok and folder_bytes(tmp_path / "merged") == folder_bytes(reference)
     # the merged folder is the unsharded run's: the unsharded command resumes it, with nothing to do

@@ -30,7 +30,7 @@ class CaptionWorker:
         config = prepared.config
         self.config = config
         self.readable = readable_by(prepared.settings)
-        device = prepared.device
+        device = prepared.plan.device
         self.captioner = load_captioner(config.captioner, device=device, token=config.token)
 
     def __call__(self, items: Sequence[dict[str, str]]) -> list[CaptionResult]:
@@ -56,16 +56,13 @@ class RenderWorker:
     def __init__(self, prepared: Any) -> None:
         import torch
 
-        from course_utils.sd.memory import override_plan, plan_memory
         from course_utils.sd.pipeline import load_pipeline
 
         config = prepared.config
         if config.threads:
             torch.set_num_threads(config.threads)
         self.settings = prepared.settings
-        plan = override_plan(
-            plan_memory(self.settings, device=config.device), family=self.settings.family, dtype=config.dtype
-        )
+        plan = prepared.plan
         self.loaded = load_pipeline(self.settings, plan=plan, token=config.token)
         self.clip = None
         if prepared.clip_model != "none":

@@ -41,6 +41,7 @@ __all__ = [
     "fingerprint",
     "png_bytes",
     "read_manifest",
+    "recorded_images",
     "write_atomic",
     "write_manifest",
     "write_png",
@@ -228,3 +229,13 @@ class Journal:
         """Problems SQLite's keys should make impossible (a hand-edited journal): one file for two captions."""
         for file, n in self.db.execute("SELECT file, COUNT(*) FROM images GROUP BY file HAVING COUNT(*) > 1"):
             yield f"{file} is recorded for {n} captions"
+
+
+def recorded_images(folder: str | Path) -> int:
+    """How many images ``folder``'s journal holds, read without writing (0 before the journal exists): what another
+    process may watch while a run works."""
+    try:
+        with sqlite3.connect(f"file:{Path(folder) / JOURNAL}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+    except sqlite3.Error:  # no journal yet
+        return 0

@@ -24,7 +24,7 @@ from typing import Any
 
 from course_utils.course.registry import resolve_text_model
 from course_utils.errors import CourseError, check_choice
-from course_utils.sd.memory import override_plan, plan_memory
+from course_utils.sd.memory import MemoryPlan, override_plan, plan_memory
 from course_utils.sd.support import GenerationSettings, check_request
 from course_utils.sd.sweep_study import COURSE_CLIP, HUB_CLIP
 from course_utils.synthetic.captioners import MAX_CAPTION_CHARS, TemplateCaptioner, load_captioner
@@ -38,6 +38,7 @@ from course_utils.synthetic.journal import (
     Journal,
     fingerprint,
     read_manifest,
+    recorded_images,
     write_manifest,
     write_png,
 )
@@ -112,8 +113,7 @@ class Prepared:
 
     config: SyntheticConfig
     settings: GenerationSettings
-    dtype: str
-    device: str
+    plan: MemoryPlan  # dtype, device and memory options the images are drawn with
     clip_model: str
     titles: tuple[tuple[str, str], ...]  # (title id, title) this run is responsible for
     manifest: dict[str, Any]
@@ -264,7 +264,7 @@ def prepare(config: SyntheticConfig) -> Prepared:
     }
     state = _state(Path(config.output_dir), manifest, titles, config)
     sample = _sample_captions(config, titles)
-    return Prepared(config, settings, plan.dtype, plan.device, clip_model, tuple(titles), manifest, state, sample)
+    return Prepared(config, settings, plan, clip_model, tuple(titles), manifest, state, sample)
 
 
 def _state(folder: Path, manifest: dict, titles: Sequence[tuple[str, str]], config: SyntheticConfig) -> str:
@@ -327,14 +327,14 @@ def describe(prepared: Prepared, *, measured: float | None = None) -> str:
     lines = [
         f"plan ({prepared.state}): {len(prepared.titles)} titles{shard} × {c.variations} variations = {images} images",
         f"  captioner {c.captioner}; images {s.model_id} ({s.scheduler}, {s.steps} steps, guidance"
-        f" {s.guidance_scale:g}, {s.height}×{s.width}, {prepared.dtype} on {prepared.device}); CLIP"
+        f" {s.guidance_scale:g}, {s.height}×{s.width}, {prepared.plan.dtype} on {prepared.plan.device}); CLIP"
         f" {prepared.clip_model}; engine {c.engine}",
     ]
     lines += [f"  {title!r} → {text!r}" for title, text in prepared.sample_captions]
     per_image = measured
     source = "measured in this folder"
     if per_image is None:
-        rate = _SECONDS_PER_STEP.get((s.family, prepared.device))
+        rate = _SECONDS_PER_STEP.get((s.family, prepared.plan.device))
         per_image = None if rate is None else rate * s.steps
         source = "a rough figure for this model family and device"
     if per_image is not None:
@@ -505,7 +505,6 @@ def kill_during(config: SyntheticConfig, *, images: int, timeout: float = 600.0)
     journal holds ``images`` images, and return how many it holds then (a demonstration of what a crash leaves)."""
     import os
     import signal
-    import sqlite3
     import subprocess
     import time
 
@@ -513,20 +512,13 @@ def kill_during(config: SyntheticConfig, *, images: int, timeout: float = 600.0)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
                                                                      os.environ.get("PYTHONPATH")]))}  # fmt: skip
 
-    def recorded() -> int:
-        try:
-            with sqlite3.connect(f"file:{folder / JOURNAL}?mode=ro", uri=True, timeout=5) as db:
-                return db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-        except sqlite3.Error:  # not created yet
-            return 0
-
     command = [sys.executable, "-m", "course_utils.synthetic.cli", *command_line(config)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     started = time.monotonic()
-    while recorded() < images and process.poll() is None and time.monotonic() - started < timeout:
+    while recorded_images(folder) < images and process.poll() is None and time.monotonic() - started < timeout:
         time.sleep(0.01)
     if process.poll() is not None and process.returncode != 0:
         raise CourseError(f"the run failed before it could be killed: {process.stderr.read().strip()[-300:]}")
     process.send_signal(signal.SIGKILL)
     process.wait()
-    return recorded()
+    return recorded_images(folder)
