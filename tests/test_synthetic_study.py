@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -174,6 +175,34 @@ def test_the_study_reads_labels_from_the_captions_not_the_scenes():
         synthetic_labels(ShapesDataset(np.zeros((1, 32, 32, 3), np.uint8), [two], [parse_caption(two)]))
     with pytest.raises(CourseError, match="at least two distinct seeds"):
         research_study(synthetic=data, seeds=(0,))
+
+
+def test_a_killed_study_resumes_at_the_next_model(tmp_path, monkeypatch):
+    """The cache keeps each trained model's scores: a study killed after some models trains only the rest, and ends
+    with the estimates of an uninterrupted one; another configuration never reads them."""
+    import course_utils.synthetic.study as study
+
+    synthetic = make_combination_dataset(24, seed=11, combinations=ALL_COMBINATIONS)
+    config = StudyConfig(n_real=32, n_test_unseen=32, n_test_seen=16, steps=8, batch_size=16, warmup_steps=2)
+    whole = research_study(synthetic=synthetic, seeds=(0, 1), config=config)
+    trained = []
+    real_train = study.train_shapes_captioner
+
+    def killed_after_two(*args, **kwargs):
+        if len(trained) == 2:
+            raise KeyboardInterrupt  # stands in for the kill
+        trained.append(1)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(study, "train_shapes_captioner", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        research_study(synthetic=synthetic, seeds=(0, 1), config=config, cache=tmp_path)
+    monkeypatch.setattr(study, "train_shapes_captioner", lambda *a, **k: (trained.append(1), real_train(*a, **k))[1])
+    resumed = research_study(synthetic=synthetic, seeds=(0, 1), config=config, cache=tmp_path)
+    assert len(trained) == 6  # 2 before the kill, the other 4 after: none trained twice
+    assert resumed.estimates == whole.estimates and resumed.differences == whole.differences
+    other = research_study(synthetic=synthetic, seeds=(0, 1), config=replace(config, steps=9), cache=tmp_path)
+    assert len(trained) == 12 and other.estimates != whole.estimates
 
 
 def test_the_pipelines_own_folder_is_the_studys_synthetic_set(tmp_path, one_thread):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from course_utils.stats import Estimate
@@ -18,5 +19,7 @@ def write_metrics(path: Path, metrics: dict) -> dict:
         previous = json.loads(file.read_text()).get("train_seconds")
         if previous is not None:
             metrics["train_seconds"] = previous
-    file.write_text(json.dumps(metrics, indent=2, default=Estimate.record) + "\n")
+    tmp = file.with_name(f".{file.name}.tmp")  # whole or not at all: a killed stage leaves the last card's numbers
+    tmp.write_text(json.dumps(metrics, indent=2, default=Estimate.record) + "\n")
+    os.replace(tmp, file)
     return metrics

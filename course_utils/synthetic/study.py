@@ -79,6 +79,7 @@ from course_utils.data.shapes import (
 from course_utils.errors import CourseError
 from course_utils.models.shapes_captioner import caption_hits, train_shapes_captioner
 from course_utils.stats import Estimate, bootstrap_mean, difference, proportion
+from course_utils.synthetic.journal import write_atomic
 from course_utils.training.loop import TrainConfig
 
 __all__ = [
@@ -90,6 +91,7 @@ __all__ = [
     "SyntheticStudy",
     "label_fidelity",
     "load_synthetic_folder",
+    "points",
     "research_study",
     "synthetic_labels",
 ]
@@ -192,10 +194,10 @@ class SyntheticStudy:
         lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         for cond in CONDITIONS:
             cells = [CONDITION_LABELS[cond], str(self.train_sizes[cond])]
-            cells += [_points(self.estimates[cond][m]) for m in MEASURES]
+            cells += [points(self.estimates[cond][m]) for m in MEASURES]
             lines.append("| " + " | ".join(cells) + " |")
         for name in DIFFERENCES:
-            cells = [name, ""] + [_points(self.differences[name][m], signed=True) for m in MEASURES]
+            cells = [name, ""] + [points(self.differences[name][m], signed=True) for m in MEASURES]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -209,7 +211,7 @@ class SyntheticStudy:
         significance = {1: "", 0: ", not significant here", -1: ""}
 
         def said(d: Estimate) -> str:
-            return f"{_points(d, signed=True)} points{significance[d.sign]}"
+            return f"{points(d, signed=True)} points{significance[d.sign]}"
 
         return (
             f"{lead[control.sign]}: on the exact captions of the unseen combinations, real + synthetic − control is"
@@ -234,8 +236,9 @@ class SyntheticStudy:
         }
 
 
-def _points(e: Estimate, *, signed: bool = False) -> str:
-    """A share (or a difference of shares) in percentage points at the interval's precision, ``37 [31, 44]``."""
+def points(e: Estimate, *, signed: bool = False) -> str:
+    """A share (or, ``signed``, a difference of shares) in percentage points at the interval's precision,
+    ``37 [31, 44]`` (:meth:`course_utils.stats.Estimate.format` with ``scale=100``, a sign on request, never ``-0``)."""
     d = max(0, e.decimals - 2) if e.half_width > 0 else 0
     sign = "+" if signed else ""
     v, lo, hi = (round(x * 100, d) + 0.0 for x in (e.value, e.low, e.high))  # + 0.0: no "-0"
@@ -318,9 +321,20 @@ def _condition_data(split: NarrowSplit, synthetic: ShapesDataset, labels: list[S
 
 
 def _train_and_score(
-    seed: int, config: StudyConfig, synthetic: ShapesDataset, labels: list[Scene], hits, sizes, *, progress: bool
+    seed: int,
+    config: StudyConfig,
+    synthetic: ShapesDataset,
+    labels: list[Scene],
+    hits,
+    sizes,
+    *,
+    progress: bool,
+    cache: Path | None,
 ) -> None:
-    """Train one captioner per condition on seed ``seed``'s draw and append its hits (``(test pictures,)`` each)."""
+    """Train one captioner per condition on seed ``seed``'s draw and append its hits (``(test pictures,)`` each).
+
+    With ``cache``, each (seed, condition)'s hits are written there whole (a temporary file, renamed) as soon as they
+    are measured and read back instead of training again: a study killed half-way resumes at the next model."""
     split = narrow_split(
         n_real=config.n_real,
         n_extra=len(synthetic),
@@ -330,19 +344,42 @@ def _train_and_score(
         test_seed=config.test_seed,
     )
     for cond, (images, scenes) in _condition_data(split, synthetic, labels).items():
-        model, _ = train_shapes_captioner(
-            images, scenes, config=config.train_config(seed), width=config.width, hidden=config.hidden
-        )
-        unseen = caption_hits(model, split.test_unseen.images, split.test_unseen.scenes)
-        seen = caption_hits(model, split.test_seen.images, split.test_seen.scenes)
-        for key, value in {"exact": unseen["exact"], "shape_colour": unseen["shape_colour"],
-                           "shape": unseen["shape"], "colour": unseen["colour"]}.items():  # fmt: skip
-            hits[cond][f"unseen_{key}"].append(value)
-        hits[cond]["seen_exact"].append(seen["exact"])
+        file = None if cache is None else cache / f"seed{seed}-{cond}.npz"
+        if file is not None and file.is_file():
+            with np.load(file) as saved:
+                measured = {m: saved[m] for m in MEASURES}
+        else:
+            model, _ = train_shapes_captioner(
+                images, scenes, config=config.train_config(seed), width=config.width, hidden=config.hidden
+            )
+            unseen = caption_hits(model, split.test_unseen.images, split.test_unseen.scenes)
+            seen = caption_hits(model, split.test_seen.images, split.test_seen.scenes)
+            measured = {f"unseen_{k}": unseen[k] for k in ("exact", "shape_colour", "shape", "colour")}
+            measured["seen_exact"] = seen["exact"]
+            if file is not None:
+                tmp = file.with_name(f".{file.stem}.tmp.npz")
+                np.savez(tmp, **measured)
+                tmp.replace(file)
+        for m in MEASURES:
+            hits[cond][m].append(measured[m])
         sizes[cond] = len(images)
         if progress:
-            u, s = unseen["exact"].mean(), seen["exact"].mean()
+            u, s = measured["unseen_exact"].mean(), measured["seen_exact"].mean()
             print(f"seed {seed} {cond}: unseen exact {u:.2f}, seen exact {s:.2f}")
+
+
+def _cache_folder(root: Path, config: StudyConfig, synthetic: ShapesDataset) -> Path:
+    """``root/<hash of the configuration and the synthetic set>``: a cache never answers for another study."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    digest = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode())
+    digest.update(synthetic.images.tobytes())
+    digest.update("\n".join(synthetic.captions).encode())
+    folder = Path(root) / digest.hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def research_study(
@@ -351,6 +388,7 @@ def research_study(
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
     config: StudyConfig = StudyConfig(),
     progress: bool = False,
+    cache: str | Path | None = None,
 ) -> SyntheticStudy:
     """Train the downstream captioner under each of :data:`CONDITIONS` for every seed and score it (module docstring).
 
@@ -362,6 +400,8 @@ def research_study(
             condition (paired). The test pictures are the same for every seed (``config.test_seed``).
         config: sizes and training (:class:`StudyConfig`).
         progress: print one line per trained model.
+        cache: a folder where each trained model's scores are kept (under a hash of ``config`` and ``synthetic``), so
+            a killed study resumes at the next model; ``None``: nothing kept.
 
     Returns:
         :class:`SyntheticStudy`; ``.table()`` and ``.verdict()`` say what it found.
@@ -379,13 +419,14 @@ def research_study(
     # 2) train and score every (condition, seed)
     hits: dict[str, dict[str, list[np.ndarray]]] = {c: {m: [] for m in MEASURES} for c in CONDITIONS}
     sizes: dict[str, int] = {}
+    folder = None if cache is None else _cache_folder(Path(cache), config, synthetic)
     started = time.perf_counter()
     threads = torch.get_num_threads()
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
         for seed in seeds:
-            _train_and_score(seed, config, synthetic, labels, hits, sizes, progress=progress)
+            _train_and_score(seed, config, synthetic, labels, hits, sizes, progress=progress, cache=folder)
     finally:
         torch.set_num_threads(threads)
     seconds = time.perf_counter() - started
@@ -458,15 +499,16 @@ def build_study_stage(out: Path, *, train: bool = True, seeds: Sequence[int] = (
     folder = Path(out) / STUDY_FOLDER
     if not train:  # the committed numbers, and the card written from them again
         metrics = json.loads((folder / "metrics.json").read_text())
-        (folder / "README.md").write_text(_card(metrics))
+        write_atomic(folder / "README.md", _card(metrics).encode())
         return f"synthetic study: {metrics['all']['verdict']}"
     folder.mkdir(parents=True, exist_ok=True)
     judge = load_shapes_judge(MODELS_DIR / "shapes-judge")
     metrics: dict = {}
     started = time.perf_counter()
     for titles in TITLES:
-        synthetic = pipeline_synthetic(titles, ROOT / "build" / "models" / STUDY_FOLDER)
-        study = research_study(synthetic=synthetic, seeds=seeds, progress=True)
+        work = ROOT / "build" / "models" / STUDY_FOLDER  # the pipeline's folders and the trained models' scores
+        synthetic = pipeline_synthetic(titles, work)
+        study = research_study(synthetic=synthetic, seeds=seeds, progress=True, cache=work / "scores")
         metrics[titles] = {
             **study.records(),
             "label_fidelity": label_fidelity(judge, synthetic),
@@ -474,7 +516,7 @@ def build_study_stage(out: Path, *, train: bool = True, seeds: Sequence[int] = (
         }
     metrics["train_seconds"] = time.perf_counter() - started
     write_metrics(folder, metrics)
-    (folder / "README.md").write_text(_card(json.loads((folder / "metrics.json").read_text())))
+    write_atomic(folder / "README.md", _card(json.loads((folder / "metrics.json").read_text())).encode())
     return f"synthetic study: {metrics['all']['verdict']}"
 
 
