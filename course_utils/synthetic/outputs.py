@@ -18,6 +18,7 @@ import csv
 import hashlib
 import io
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -292,17 +293,23 @@ def merge(out: str | Path, shards: list[str | Path]) -> Verification:
         raise CourseError(
             f"the shards must be distinct parts I/N of one N, got {['/'.join(map(str, p)) for p in parts]}"
         )
-    (out / _IMAGES).mkdir(parents=True)
-    total = parts[0][1]
-    complete = len(parts) == total
+    # built beside `out` and renamed into place: a merge killed half-way leaves no half-merged `out`, and the same
+    # command starts it again
+    building = out.with_name(f".{out.name}.merging")
+    shutil.rmtree(building, ignore_errors=True)
+    (building / _IMAGES).mkdir(parents=True)
+    complete = len(parts) == parts[0][1]
     plan = dict(first["plan"], shard=None if complete else [list(p) for p in sorted(parts)])
     plan["titles"] = sum(m["plan"]["titles"] for m in manifests)
-    write_manifest(out, dict(first, plan=plan))
-    with Journal(out / JOURNAL) as merged:
+    write_manifest(building, dict(first, plan=plan))
+    with Journal(building / JOURNAL) as merged:
         for shard in shards:
             with Journal(Path(shard) / JOURNAL) as journal:
-                _copy(Path(shard), journal, out, merged)
-        publish(out, merged)
+                _copy(Path(shard), journal, building, merged)
+        publish(building, merged)
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    building.rename(out)
     return verify(out)
 
 
