@@ -2,9 +2,9 @@
 
 ``den(x_t, t, cond) -> ε̂`` with ``x_t`` ``(B, C, H, W)`` in ``[-1, 1]`` and ``t`` ``(B,)``;
 ``den.schedule`` carries ᾱ; ``den.condition(items)`` and ``den.null_condition(n)`` build the
-conditioning (class labels for the course's digits model, T5 prompt embeddings for DeepFloyd IF).
-:func:`load_denoiser` loads either with ``DiffusionPipeline.from_pretrained`` — the same call for a
-course folder under ``data/models/`` and for a Hub id.
+conditioning (class labels for the course's digits model, the course's text-encoder states for its pixel-space
+shapes model, T5 prompt embeddings for DeepFloyd IF). :func:`load_denoiser` loads each with its pipeline's
+``from_pretrained`` — the same call for a course folder under ``data/models/`` and for a Hub id.
 """
 
 from __future__ import annotations
@@ -15,24 +15,27 @@ from typing import Any
 import torch
 
 from course_utils.course.registry import ResolvedModel, hf_token, resolve
-from course_utils.errors import CourseError
+from course_utils.errors import CourseError, check_choice
 from course_utils.models.digits import NULL_CLASS, NUM_CLASSES
+from course_utils.models.shapes_if import ShapesIFPipeline
 from course_utils.runtime import quiet_loading, resolve_device, resolve_dtype
 from course_utils.sampling.schedules import NoiseSchedule
 
-__all__ = ["DENOISER_FAMILIES", "Denoiser", "DigitsDenoiser", "IFDenoiser", "load_denoiser"]
+__all__ = ["DENOISER_FAMILIES", "Denoiser", "DigitsDenoiser", "IFDenoiser", "ShapesIFDenoiser", "load_denoiser"]
 
 
 class Denoiser:
     """Base class: a pixel-space ε-predictor with its schedule.
 
     Attributes:
+        family: its registry family (which pipeline loads it, which reader judges its samples).
         model_id: the id it was loaded from.
         schedule: ᾱ, prediction type and x̂₀ clipping (from the pipeline's scheduler config).
         sample_shape: ``(C, H, W)`` of the images it denoises.
         device, dtype: where it runs.
     """
 
+    family: str
     model_id: str
     schedule: NoiseSchedule
     sample_shape: tuple[int, int, int]
@@ -60,6 +63,8 @@ class Denoiser:
 class DigitsDenoiser(Denoiser):
     """The course's class-conditional digits DDPM; conditions are digits ``0``–``9`` (ints or strings)."""
 
+    family = "course-digits"
+
     def __init__(self, pipeline: Any, *, model_id: str, device: torch.device, dtype: torch.dtype) -> None:
         self.unet = pipeline.unet.to(device).eval()  # dtype already set by from_pretrained
         self.schedule = NoiseSchedule.from_scheduler(pipeline.scheduler)
@@ -84,6 +89,48 @@ class DigitsDenoiser(Denoiser):
         return torch.full((batch_size,), NULL_CLASS, device=self.device)
 
 
+class ShapesIFDenoiser(Denoiser):
+    """The course's pixel-space shapes model (:mod:`course_utils.models.shapes_if`, 3×32×32, the offline IF stage I):
+    conditions are shapes captions, encoded by its text encoder; ``""`` is the unconditional prompt.
+
+    Its U-Net predicts v; this interface returns ε̂ = √ᾱ_t v̂ + √(1 − ᾱ_t) x_t (Salimans & Ho 2022, from eq. 9), so the
+    schedule says ``epsilon`` and every sampler and hand-written step treats it as IF's ε-predictor.
+    """
+
+    family = "course-shapes-if"
+
+    def __init__(self, pipeline: Any, *, model_id: str, device: torch.device, dtype: torch.dtype) -> None:
+        self.pipeline = pipeline.to(device)
+        self.unet = pipeline.unet.eval()
+        config = pipeline.scheduler.config
+        self.predicts = config.prediction_type
+        check_choice("the shapes model's prediction type", self.predicts, ("epsilon", "v_prediction"))
+        clip = config.clip_sample_range if config.clip_sample else None
+        self.schedule = NoiseSchedule(
+            pipeline.scheduler.alphas_cumprod.clone(), prediction_type="epsilon", clip_x0=clip
+        )
+        size = self.unet.config.sample_size
+        self.sample_shape = (self.unet.config.in_channels, size, size)
+        self.model_id, self.device, self.dtype = model_id, device, dtype
+
+    @torch.no_grad()
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        cond = self.null_condition(x_t.shape[0]) if cond is None else cond
+        out = self.unet(x_t.to(self.dtype), t, encoder_hidden_states=cond).sample.to(x_t.dtype)
+        if self.predicts == "epsilon":
+            return out
+        t = torch.as_tensor(t, device=x_t.device).reshape(-1)
+        alpha_bar = self.schedule.alphas_cumprod.to(x_t.device, x_t.dtype)[t.long()].reshape(-1, 1, 1, 1)
+        return alpha_bar.sqrt() * out + (1 - alpha_bar).sqrt() * x_t  # ε̂ from v̂
+
+    @torch.no_grad()
+    def condition(self, items: Sequence[str]) -> torch.Tensor:
+        return self.pipeline.encode_prompt([str(item) for item in items])
+
+    def null_condition(self, batch_size: int) -> torch.Tensor:
+        return self.condition([""] * batch_size)
+
+
 class IFDenoiser(Denoiser):
     """DeepFloyd IF stage I (64×64 pixels, T5 text conditioning).
 
@@ -91,6 +138,8 @@ class IFDenoiser(Denoiser):
     ε half and the fixed posterior variance, as hand-written loops for IF commonly do. IF's dynamic
     thresholding is replaced by clipping x̂₀ to [-1, 1].
     """
+
+    family = "if"
 
     def __init__(
         self, pipeline: Any, *, model_id: str, device: torch.device, dtype: torch.dtype, offload: bool | None = None
@@ -132,14 +181,15 @@ class IFDenoiser(Denoiser):
         return self.condition([""] * batch_size)
 
 
-DENOISER_FAMILIES = {"course-digits": DigitsDenoiser, "if": IFDenoiser}
+DENOISER_FAMILIES = {"course-digits": DigitsDenoiser, "course-shapes-if": ShapesIFDenoiser, "if": IFDenoiser}
 
 
 def load_denoiser(model_id: str, *, device: str = "auto", dtype: str = "float32") -> Denoiser:
     """Load a pixel-space denoiser by id (see :mod:`course_utils.course.registry`) with ``from_pretrained``.
 
     Args:
-        model_id: ``course/digits-ddpm``, ``DeepFloyd/IF-I-XL-v1.0``, or a local pipeline folder.
+        model_id: ``course/digits-ddpm``, ``course/shapes-if``, ``DeepFloyd/IF-I-XL-v1.0``, or a local pipeline
+            folder.
         device: ``auto``, ``cpu``, ``cuda``, ``mps``; a device that is not there is an error.
         dtype: ``float32`` or (on a GPU) ``float16``.
     """
@@ -156,7 +206,9 @@ def load_denoiser(model_id: str, *, device: str = "auto", dtype: str = "float32"
     kwargs: dict[str, Any] = {}
     if resolved.family == "if" and not resolved.local:
         kwargs = {"variant": "fp16" if torch_dtype == torch.float16 else None, "token": hf_token()}
-    pipeline = _from_pretrained(DiffusionPipeline, resolved, dtype=torch_dtype, **kwargs)
+    # the shapes model's pipeline class is the course's own; the others are diffusers' (read from model_index.json)
+    pipeline_class = ShapesIFPipeline if resolved.family == "course-shapes-if" else DiffusionPipeline
+    pipeline = _from_pretrained(pipeline_class, resolved, dtype=torch_dtype, **kwargs)
     cls = DENOISER_FAMILIES[resolved.family]
     return cls(pipeline, model_id=model_id, device=torch_device, dtype=torch_dtype)
 

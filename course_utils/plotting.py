@@ -8,6 +8,7 @@ so notebooks end a cell with it and tests can inspect it.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -51,7 +52,11 @@ def image_grid(
     n = len(images)
     ncols = ncols or min(n, 8)
     nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(tile_size * ncols, (tile_size + 0.3) * nrows + 0.4), squeeze=False)
+    # long labels (a caption) wrap to the tile's width, and the rows make room for their lines
+    labels = None if labels is None else [textwrap.fill(str(x), width=max(10, round(tile_size * 13))) for x in labels]
+    lines = max((label.count("\n") + 1 for label in labels or [""]), default=1)
+    row_height = tile_size + 0.17 * lines + 0.13
+    fig, axes = plt.subplots(nrows, ncols, figsize=(tile_size * ncols, row_height * nrows + 0.4), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:

@@ -6,9 +6,9 @@
 
 A study returns a :class:`Study`: a table (one column per setting or measure, each measure an estimate with its
 95 % interval: Wilson for shares, bootstrap for means), a labeled grid of example images and a curve of the
-measures against the setting, with error bars. Measures that need the digit
-classifier (adherence, "reads as") are computed for the course's digits model only; PSNR and
-diversity are computed for every model, the Hub's included.
+measures against the setting, with error bars. Measures that need a reader (adherence, "reads as", attributes kept)
+are computed for the course's models, with :func:`course_utils.readers.reader_for` (the digit classifier, the shapes
+judge); PSNR and diversity are computed for every model, the Hub's included.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from course_utils.errors import CourseError, check_choice
-from course_utils.metrics import classifier_for, diversity, psnr_per_image
+from course_utils.metrics import diversity, psnr_per_image
+from course_utils.readers import reader_for
 from course_utils.sampling.diffusion import UPDATE_RULES, ddim_sample, ddpm_sample, strided_timesteps
 from course_utils.sampling.editing import check_i_start, inpaint, sdedit, text_guided_sdedit
 from course_utils.sampling.guidance import hybrid, low_pass, visual_anagram
@@ -137,10 +138,6 @@ def _measured(study_table: dict, samples: dict, measure: str, values: Any, *, sh
     samples.setdefault(measure, []).append(a)
 
 
-def _digit(item: Any) -> int:
-    return int(str(item))
-
-
 def _sample(
     den: Any, n: int, cond: Any, uncond: Any, *, w: float, timesteps: list[int], seed: int, model=None, update="ddpm"
 ):
@@ -164,14 +161,14 @@ def cfg_study(
     seed: int = 0,
     update: str = "ddpm",
 ) -> Study:
-    """Classifier-free guidance: adherence (digits) and diversity as functions of the scale w.
+    """Classifier-free guidance: adherence (read by the model's reader) and diversity as functions of the scale w.
 
     ``update`` picks the sampler, ``ddpm`` (as the week's loops) or ``ddim`` (as the model card measures).
     """
     timesteps = strided_timesteps(den.schedule.num_timesteps, steps)
     items = [c for c in conditions for _ in range(samples_per_condition)]
     cond, uncond = den.condition(items), den.null_condition(len(items))
-    clf = classifier_for(den)
+    reader = reader_for(den)
     table: dict[str, list[Any]] = {"w": []}
     measured: dict[str, list[np.ndarray]] = {}
     shown, labels = [], []
@@ -179,13 +176,12 @@ def cfg_study(
         x = _sample(den, len(items), cond, uncond, w=w, timesteps=timesteps, seed=seed, update=update)
         groups = x.view(len(conditions), samples_per_condition, *x.shape[1:])
         table["w"].append(float(w))
-        if clf is not None:  # per sample: read as its digit or not
-            read = clf.predict(x) == torch.tensor([_digit(i) for i in items])
-            _measured(table, measured, "adherence", read, share=True)
+        if reader is not None:  # per sample: read as its condition or not
+            _measured(table, measured, "adherence", reader.reads(x, items), share=True)
         _measured(table, measured, "diversity", [diversity(g) for g in groups], share=False)  # per condition
         shown += [groups[i, 0] for i in range(len(conditions))]
         labels += [f"w={w:g} '{c}'" for c in conditions]
-    measures = ["adherence", "diversity"] if clf is not None else ["diversity"]
+    measures = ["adherence", "diversity"] if reader is not None else ["diversity"]
     return Study(
         "classifier-free guidance", "w", table, torch.stack(shown), labels, len(conditions), measures, samples=measured
     )
@@ -200,10 +196,12 @@ def sdedit_study(
     steps: int = 33,
     seed: int = 0,
 ) -> Study:
-    """SDEdit: similarity (PSNR) of the edit to the original at each starting index ``i_start``."""
+    """SDEdit: similarity (PSNR) of the edit to the original at each starting index ``i_start`` and, with a reader,
+    the share of what it reads on the original that it still reads on the edit (``kept``)."""
     timesteps = strided_timesteps(den.schedule.num_timesteps, steps)
     for i_start in levels:
         check_i_start(i_start, timesteps)
+    reader = reader_for(den)
     table: dict[str, list[Any]] = {"image": [], "i_start": [], "t": []}
     measured: dict[str, list[np.ndarray]] = {}
     shown, labels = [], []
@@ -219,11 +217,12 @@ def sdedit_study(
             table["i_start"].append(i_start)
             table["t"].append(timesteps[i_start])
             _measured(table, measured, "psnr_db", psnr_per_image(x, batch), share=False)
+            if reader is not None:
+                _measured(table, measured, "kept", reader.kept(x, batch[:1]), share=False)
             shown.append(x[0])
             labels.append(f"i_start={i_start}")
-    return Study(
-        "SDEdit", "i_start", table, torch.stack(shown), labels, len(levels) + 1, ["psnr_db"], "image", measured
-    )
+    measures = ["psnr_db", "kept"] if reader is not None else ["psnr_db"]
+    return Study("SDEdit", "i_start", table, torch.stack(shown), labels, len(levels) + 1, measures, "image", measured)
 
 
 def img2img_study(
@@ -241,7 +240,7 @@ def img2img_study(
     timesteps = strided_timesteps(den.schedule.num_timesteps, steps)
     batch = image.expand(samples, *image.shape[1:]).to(den.device, den.dtype)
     cond, uncond = den.condition([prompt] * samples), den.null_condition(samples)
-    clf = classifier_for(den)
+    reader = reader_for(den)
     table: dict[str, list[Any]] = {"i_start": [], "t": []}
     measured: dict[str, list[np.ndarray]] = {}
     shown, labels = [image[0]], ["original"]
@@ -261,11 +260,11 @@ def img2img_study(
         table["i_start"].append(i_start)
         table["t"].append(timesteps[i_start])
         _measured(table, measured, "psnr_db", psnr_per_image(x, batch), share=False)
-        if clf is not None:
-            _measured(table, measured, "reads_as_prompt", clf.predict(x) == _digit(prompt), share=True)
+        if reader is not None:
+            _measured(table, measured, "reads_as_prompt", reader.reads(x, [prompt] * samples), share=True)
         shown.append(x[0])
         labels.append(f"i_start={i_start}")
-    measures = ["reads_as_prompt", "psnr_db"] if clf is not None else ["psnr_db"]
+    measures = ["reads_as_prompt", "psnr_db"] if reader is not None else ["psnr_db"]
     name = f"image-to-image towards '{prompt}'"
     return Study(name, "i_start", table, torch.stack(shown), labels, len(levels) + 1, measures, samples=measured)
 
@@ -281,13 +280,14 @@ def inpaint_study(
     steps: int = 33,
     seed: int = 0,
 ) -> Study:
-    """RePaint-style inpainting per mask: the known region's error (always 0) and, for digits, whether the
-    completed image still reads as the original's ``label``. Unconditional unless a ``prompt`` is given:
-    the larger the hole, the less the kept pixels say about the digit."""
+    """RePaint-style inpainting per mask: the known region's error (always 0) and, with a reader, whether the
+    completed image reads as the ``prompt`` it was inpainted towards or, unconditional, still as the original's
+    ``label``: the larger the hole, the less the kept pixels say about it."""
     timesteps = strided_timesteps(den.schedule.num_timesteps, steps)
     batch = image.expand(samples, *image.shape[1:]).to(den.device, den.dtype)
     cond = den.condition([prompt] * samples) if prompt is not None else den.null_condition(samples)
-    clf = classifier_for(den)
+    reader = reader_for(den)
+    target = prompt if prompt is not None else label
     table: dict[str, list[Any]] = {"mask": [], "masked_fraction": [], "known_region_max_error": []}
     measured: dict[str, list[np.ndarray]] = {}
     shown, labels = [], []
@@ -298,12 +298,13 @@ def inpaint_study(
         table["mask"].append(name)
         table["masked_fraction"].append(float(mask.float().mean()))
         table["known_region_max_error"].append(float((x - batch)[..., keep].abs().max()) if keep.any() else 0.0)
-        if clf is not None and label is not None:
-            _measured(table, measured, "reads_as_label", clf.predict(x) == _digit(label), share=True)
+        if reader is not None and target is not None:
+            measure = "reads_as_prompt" if prompt is not None else "reads_as_label"
+            _measured(table, measured, measure, reader.reads(x, [target] * samples), share=True)
         holed = batch[0] * (1 - mask.to(batch)) - mask.to(batch)  # the hole shown black
         shown += [batch[0], holed, x[0], x[1]]
         labels += ["original", f"mask {name}", "inpainted", "inpainted"]
-    measures = ["reads_as_label"] if "reads_as_label" in table else ["known_region_max_error"]
+    measures = [m for m in ("reads_as_prompt", "reads_as_label") if m in table] or ["known_region_max_error"]
     return Study("inpainting", "masked_fraction", table, torch.stack(shown), labels, 4, measures, samples=measured)
 
 
@@ -319,7 +320,7 @@ def anagram_study(
     """Visual anagrams: does the sample read as a, and its view as b? With a control: plain samples of a
     that already read as b in the view (6 turned upside down is a 9 anyway)."""
     timesteps = strided_timesteps(den.schedule.num_timesteps, steps)
-    clf = classifier_for(den)
+    reader = reader_for(den)
     null = den.null_condition(samples)
     table: dict[str, list[Any]] = {"pair": [], "w": []}
     measured: dict[str, list[np.ndarray]] = {}
@@ -333,16 +334,16 @@ def anagram_study(
             x = _sample(den, samples, (ca, cb), (null, null), w=w, timesteps=timesteps, seed=seed, model=model)
             table["pair"].append(f"{a}|{b} {view_name}")
             table["w"].append(float(w))
-            if clf is not None:
-                ok_a = clf.predict(x) == _digit(a)
-                ok_b = clf.predict(view.forward(x)) == _digit(b)
-                control = (clf.predict(plain) == _digit(a)) & (clf.predict(view.forward(plain)) == _digit(b))
+            if reader is not None:
+                ok_a = reader.reads(x, [a] * samples)
+                ok_b = reader.reads(view.forward(x), [b] * samples)
+                control = reader.reads(plain, [a] * samples) & reader.reads(view.forward(plain), [b] * samples)
                 for measure, flags in [("reads_a", ok_a), ("view_reads_b", ok_b), ("both", ok_a & ok_b)]:
                     _measured(table, measured, measure, flags, share=True)
                 _measured(table, measured, "control_both", control, share=True)
         shown += [x[0], view.forward(x)[0], x[1], view.forward(x)[1]]
         labels += [f"'{a}'", f"{view_name}: '{b}'", f"'{a}'", f"{view_name}: '{b}'"]
-    measures = ["both", "control_both"] if clf is not None else []
+    measures = ["both", "control_both"] if reader is not None else []
     return Study("visual anagrams", "w", table, torch.stack(shown), labels, 4, measures, "pair", measured)
 
 
@@ -359,7 +360,7 @@ def hybrid_study(
     """Hybrid images: the blurred sample should read as the low-frequency condition and the sample itself
     as the high-frequency one. Control: blurred plain samples of the high condition read as the low one."""
     timesteps = strided_timesteps(den.schedule.num_timesteps, steps)
-    clf = classifier_for(den)
+    reader = reader_for(den)
     null = den.null_condition(samples)
     table: dict[str, list[Any]] = {"pair": [], "sigma": []}
     measured: dict[str, list[np.ndarray]] = {}
@@ -381,15 +382,15 @@ def hybrid_study(
             )
             table["pair"].append(f"low {low} | high {high}")
             table["sigma"].append(float(sigma))
-            if clf is not None:
-                blurred_reads_low = clf.predict(low_pass(x, sigma)) == _digit(low)
+            if reader is not None:
+                blurred_reads_low = reader.reads(low_pass(x, sigma), [low] * samples)
                 _measured(table, measured, "blurred_reads_low", blurred_reads_low, share=True)
-                _measured(table, measured, "reads_high", clf.predict(x) == _digit(high), share=True)
-                control = clf.predict(low_pass(plain, sigma)) == _digit(low)
+                _measured(table, measured, "reads_high", reader.reads(x, [high] * samples), share=True)
+                control = reader.reads(low_pass(plain, sigma), [low] * samples)
                 _measured(table, measured, "control_blurred_reads_low", control, share=True)
             shown += [x[0], low_pass(x, sigma)[0], x[1], low_pass(x, sigma)[1]]
             labels += [f"σ={sigma:g}", "blurred", f"σ={sigma:g}", "blurred"]
-    measures = ["blurred_reads_low", "reads_high", "control_blurred_reads_low"] if clf is not None else []
+    measures = ["blurred_reads_low", "reads_high", "control_blurred_reads_low"] if reader is not None else []
     return Study("hybrid images", "sigma", table, torch.stack(shown), labels, 4, measures, "pair", measured)
 
 

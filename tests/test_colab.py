@@ -313,7 +313,7 @@ def test_the_setup_cell_starts_week_1_on_a_colab_like_runtime(tmp_path: Path) ->
         ]
         assert "installing diffusers>=0.42" in first and "this kernel had already imported" not in first, first
         assert again == "", "a second run of the setup cell has nothing to do"
-        assert "profile offline: course/digits-ddpm denoises images of shape (1, 8, 8), T = 1000" in loaded, loaded
+        assert "profile offline: course/shapes-if denoises images of shape (3, 32, 32), T = 1000" in loaded, loaded
         cwd, package = where.split()
         assert Path(cwd) == course / WEEK and Path(package) == course / "course_utils" / "__init__.py"
         assert all(name in command for name in ("run", "generate", "assign")), command

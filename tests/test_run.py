@@ -259,8 +259,8 @@ def test_missing_model_files_are_one_line_and_exit_2(weeks: Path, tmp_path: Path
     env = {**os.environ, "COURSE_ROOT": str(empty)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    missing = empty / "data" / "models" / "digits-ddpm"
+    missing = empty / "data" / "models" / "shapes-if"
     assert proc.stderr.splitlines() == [
-        f"error: profile 'offline': model files for course/digits-ddpm are missing at {missing}; run `make models`"
+        f"error: profile 'offline': model files for course/shapes-if are missing at {missing}; run `make models`"
     ]
     assert not (tmp_path / "o").exists()

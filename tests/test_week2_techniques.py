@@ -276,3 +276,23 @@ def test_guidance_branches_run_as_one_batch_with_the_same_result(den):
     scale = torch.tensor([2.0])  # one condition for the whole batch: it broadcasts, it cannot be stacked
     evaluate_together(lambda x, t, c: calls.append(x.shape[0]) or x * c, [(x, t, scale), (x, t, scale + 1)])
     assert calls == [3, 3]
+
+
+def test_sdedit_study_reads_what_the_edit_keeps(den):
+    """With a reader, SDEdit measures how much of the original's reading survives: all of it at the start with the
+    least noise on a real digit, less from a start with much noise."""
+    from course_utils.data.photos import example_image
+
+    image = example_image(den.sample_shape)
+    study = run_study("sdedit", den, images={"digit": image}, levels=[1, 30], samples=12, steps=33, seed=0)
+    assert study.measures == ["psnr_db", "kept"]
+    noisy, clean = (study.estimate("kept", image="digit", i_start=i) for i in (1, 30))
+    assert clean.value == 1.0 and noisy.value < clean.value
+
+
+def test_inpaint_study_reads_the_prompt_it_inpaints_towards(den):
+    image = torch.rand(1, 1, 8, 8) * 2 - 1
+    mask = {"all": torch.ones(8, 8)}
+    study = run_study("inpaint", den, image=image, masks=mask, prompt="3", label="5", samples=8, steps=20, seed=0)
+    assert study.measures == ["reads_as_prompt"] and "reads_as_label" not in study.table
+    assert study.estimate("reads_as_prompt", mask="all").value >= 0.75  # the whole image is drawn as a 3

@@ -30,7 +30,7 @@ __all__ = [
     "resolve_text_model",
 ]
 
-FAMILIES = ("course-digits", "if", "sd", "sdxl", "sd3", "course-sd", "causal-lm", "clip")
+FAMILIES = ("course-digits", "course-shapes-if", "if", "sd", "sdxl", "sd3", "course-sd", "causal-lm", "clip")
 TEXT_FAMILIES = ("causal-lm", "clip")  # transformers models, loaded by transformers, never as a diffusers pipeline
 
 
@@ -63,6 +63,7 @@ MODELS: dict[str, ModelEntry] = {
     for e in [
         ModelEntry("course/digits-ddpm", "course-digits", local="digits-ddpm", params="0.65 M"),
         ModelEntry("course/shapes-sd", "course-sd", local="shapes-sd", params="3.2 M (U-Net)"),
+        ModelEntry("course/shapes-if", "course-shapes-if", local="shapes-if", params="3.9 M (U-Net)"),
         ModelEntry("DeepFloyd/IF-I-XL-v1.0", "if", gated=True, params="4.3 B (stage I U-Net) + 4.8 B (T5-XXL)"),
         ModelEntry("DeepFloyd/IF-II-L-v1.0", "if", gated=True, params="1.2 B"),
         ModelEntry(
@@ -130,6 +131,7 @@ def _family_of_local(path: Path) -> str:
     name = json.loads(index.read_text())["_class_name"]
     families = {
         "DDPMPipeline": "course-digits",
+        "ShapesIFPipeline": "course-shapes-if",
         "IFPipeline": "if",
         "IFSuperResolutionPipeline": "if",
         "StableDiffusionPipeline": "sd",

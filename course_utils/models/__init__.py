@@ -5,6 +5,8 @@
   ResBlock, self- and cross-attention, each equal to diffusers' own), from ``D(z)`` to ``ε_θ(x_t, t, c)``;
 - ``shapes_clip``, ``shapes_vae``, ``shapes_judge``, ``shapes_sd``: the shapes world's CLIP, autoencoder,
   attribute judge and miniature Stable Diffusion; ``shapes_card``: the latter's measured model card;
+- ``shapes_if``: the pixel-space, text-conditional shapes denoiser (the offline DeepFloyd IF stage I of weeks 1–2) and
+  its pipeline class; ``shapes_if_card``: its measured model card;
 - ``shapes_captioner``: week 6's small downstream captioner (one head per attribute, the caption grammar turns them
   into text), trained from scratch per run of the synthetic-data study;
 - ``cards``: the ``metrics.json`` every model card writes;

@@ -42,11 +42,11 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionMod
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from course_utils.data.shapes import OMITTABLE, Scene, caption
-from course_utils.errors import CourseError
+from course_utils.errors import CourseError, check_choice
 from course_utils.models.shapes_clip import encode_captions
 from course_utils.runtime import quiet_loading
 from course_utils.sampling.diffusion import q_sample
-from course_utils.training.loop import TrainConfig, fit
+from course_utils.training.loop import TrainConfig, fit, v_target
 
 __all__ = [
     "P_OMIT",
@@ -168,14 +168,19 @@ def training_prompts(
     return prompts
 
 
-def min_snr_weights(t: torch.Tensor, alphas_cumprod: torch.Tensor, *, gamma: float) -> torch.Tensor:
+def min_snr_weights(
+    t: torch.Tensor, alphas_cumprod: torch.Tensor, *, gamma: float, prediction_type: str = "epsilon"
+) -> torch.Tensor:
     """Min-SNR-γ loss weights ``min(SNR_t, γ) / SNR_t`` for ε-prediction, ``SNR_t = ᾱ_t / (1 − ᾱ_t)`` (Hang et al.
     2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", eq. 9 with the ε-loss). Low-noise steps,
     whose ε is nearly impossible to tell from the picture and which dominate the plain loss's gradients, get less
-    weight; the paper reports about 3× faster convergence with γ = 5. ``t`` ``(B,)`` → weights ``(B,)``."""
+    weight; the paper reports about 3× faster convergence with γ = 5. For v-prediction the weights are
+    ``min(SNR_t, γ) / (SNR_t + 1)``: since ``‖v − v̂‖² = ‖ε − ε̂‖² (SNR_t + 1) / SNR_t``, the same weighting of the
+    ε-error. ``t`` ``(B,)`` → weights ``(B,)``."""
+    check_choice("prediction type", prediction_type, ("epsilon", "v_prediction"))
     abar = alphas_cumprod.to(t.device)[t]
     snr = abar / (1 - abar)
-    return snr.clamp(max=gamma) / snr
+    return snr.clamp(max=gamma) / (snr if prediction_type == "epsilon" else snr + 1)
 
 
 def train_shapes_unet(
@@ -189,6 +194,7 @@ def train_shapes_unet(
     train_text_encoder: bool = False,
     snr_gamma: float | None = None,
     alphas_cumprod: torch.Tensor | None = None,
+    prediction_type: str = "epsilon",
     description: str = "shapes U-Net",
 ) -> tuple[torch.nn.ModuleDict, list[float]]:
     """Train ``unet`` to predict ε on ``latents`` ``(N, 4, 8, 8)`` (scaled, from the VAE) of ``scenes``.
@@ -201,6 +207,8 @@ def train_shapes_unet(
     Args:
         train_text_encoder: fine-tune the text encoder with the U-Net (Stable Diffusion keeps CLIP frozen; the
             shapes CLIP is so small that letting it learn what the U-Net needs to read is cheap).
+        prediction_type: what the U-Net predicts, ``epsilon`` (ε) or ``v_prediction`` (``v = √ᾱ_t ε − √(1 − ᾱ_t) z_0``,
+            Salimans & Ho 2022), the target of the loss.
 
     Returns:
         (the EMA of ``ModuleDict(unet=…, text_encoder=…)``, the loss of every step).
@@ -228,9 +236,12 @@ def train_shapes_unet(
         t = torch.randint(0, num_timesteps, (config.batch_size,), generator=gen)
         eps = torch.randn(z0.shape, generator=gen)
         z_t = q_sample(z0, t, eps, alphas_cumprod=alphas_cumprod)
-        per_sample = (net["unet"](z_t, t, encoder_hidden_states=cond).sample - eps).pow(2).mean(dim=(1, 2, 3))
+        target = eps if prediction_type == "epsilon" else v_target(z0, t, eps, alphas_cumprod=alphas_cumprod)
+        per_sample = (net["unet"](z_t, t, encoder_hidden_states=cond).sample - target).pow(2).mean(dim=(1, 2, 3))
         if snr_gamma is not None:
-            per_sample = per_sample * min_snr_weights(t, alphas_cumprod, gamma=snr_gamma)
+            per_sample = per_sample * min_snr_weights(
+                t, alphas_cumprod, gamma=snr_gamma, prediction_type=prediction_type
+            )
         return per_sample.mean()
 
     return fit(models, loss_fn=loss_fn, config=config, description=description)

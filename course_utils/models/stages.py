@@ -11,6 +11,8 @@ Stages, in order:
   reader of week 5's fine-tuned concept (``shapes-judge-unseen``);
 - ``shapes-sd``: the text-conditional U-Net on VAE latents, assembled with the others into a
   ``StableDiffusionPipeline`` (``shapes-sd``), then measured for its model card;
+- ``shapes-if``: the pixel-space text-conditional U-Net on 32×32 pictures with ``shapes-sd``'s text encoder, the
+  offline stand-in for DeepFloyd IF stage I in weeks 1–2 (``shapes-if``), then measured for its model card;
 - ``from-scratch``: week 4's small course U-Nets (CS180 part B, seed 003's path, the learning-rate study, latent
   diffusion on the shapes VAE's latents), :mod:`course_utils.models.from_scratch` (``from-scratch/<name>``);
 - ``finetuned``: week 5's heart concept taught to ``shapes-sd`` by DreamBooth and LoRA, with and without prior
@@ -62,6 +64,14 @@ from course_utils.models.shapes_clip import (
     save_shapes_clip,
     train_shapes_clip,
 )
+from course_utils.models.shapes_if import (
+    PixelUNetConfig,
+    ShapesIFPipeline,
+    build_pixel_unet,
+    build_shapes_if_scheduler,
+    load_shapes_if,
+)
+from course_utils.models.shapes_if_card import measure_pixel, write_pixel_card
 from course_utils.models.shapes_judge import (
     ShapesJudge,
     concept_rate,
@@ -98,6 +108,7 @@ __all__ = [
     "build_concept_judge_stage",
     "build_digits",
     "build_shapes_clip_stage",
+    "build_shapes_if_stage",
     "build_shapes_judge_stage",
     "build_shapes_sd_stage",
     "build_shapes_vae_stage",
@@ -111,7 +122,8 @@ __all__ = [
 ]
 
 STAGES = (
-    "digits", "shapes-clip", "shapes-vae", "shapes-judge", "concept-judge", "shapes-sd", "from-scratch", "finetuned",
+    "digits", "shapes-clip", "shapes-vae", "shapes-judge", "concept-judge", "shapes-sd", "shapes-if", "from-scratch",
+    "finetuned",
 )  # fmt: skip
 
 DIGITS_CONFIG = TrainConfig(steps=4000, batch_size=128, lr=2e-3, warmup_steps=200, ema_decay=0.995, seed=0)
@@ -444,6 +456,74 @@ def build_shapes_sd_stage(out: Path, *, train: bool = True, config: TrainConfig 
     return metrics
 
 
+PIXEL_UNET = PixelUNetConfig()
+PIXEL_CONFIG = TrainConfig(
+    steps=1600, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999, ema_warmup=True, seed=0,
+    checkpoint_every=200,
+)  # fmt: skip
+
+
+def train_shapes_if(out: Path, *, config: TrainConfig = PIXEL_CONFIG) -> dict:
+    """Train the pixel-space U-Net (with ``shapes-sd``'s text encoder, fine-tuned along) on the training pictures and
+    save the :class:`ShapesIFPipeline` to ``out/shapes-if`` (the U-Net's weights stored in float16, which halves them
+    within ``data/models``' size cap; they load as float32). Returns what ``training.json`` records."""
+    path = out / "shapes-if"
+    train_set, _ = shapes_data()
+    with quiet_loading():
+        text_encoder = CLIPTextModel.from_pretrained(out / "shapes-sd" / "text_encoder")
+        tokenizer = CLIPTokenizer.from_pretrained(out / "shapes-sd" / "tokenizer")
+    scheduler = build_shapes_if_scheduler()
+    unet = build_pixel_unet(PIXEL_UNET, seed=config.seed)
+    started = time.perf_counter()
+    ema, losses = train_shapes_unet(
+        unet,
+        to_tensor(train_set.images),  # pixels (N, 3, 32, 32) in [-1, 1]: the model denoises them directly
+        train_set.scenes,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        config=_checkpoints(f"shapes-if-{scheduler.config.prediction_type}", config),
+        train_text_encoder=UNET_TRAIN_TEXT_ENCODER,
+        snr_gamma=UNET_SNR_GAMMA,
+        alphas_cumprod=scheduler.alphas_cumprod,
+        prediction_type=scheduler.config.prediction_type,
+        description="shapes-if U-Net",
+    )
+    seconds = time.perf_counter() - started
+    pipe = ShapesIFPipeline(
+        unet=ema["unet"].to(torch.float16), scheduler=scheduler, text_encoder=ema["text_encoder"], tokenizer=tokenizer
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    summary = (
+        f"{config.steps} steps, batch {config.batch_size}, AdamW lr {config.lr}, EMA {config.ema_decay},"
+        f" seed {config.seed}, {len(train_set)} captioned pictures, {P_EMPTY_PROMPT:.0%} empty prompts,"
+        f" each optional attribute left out with probability {P_OMIT:.0%}, v-prediction,"
+        f" Min-SNR-{UNET_SNR_GAMMA:g} loss weights, text encoder from shapes-sd, fine-tuned with the U-Net;"
+        f" {seconds:.0f} s on this machine's CPU"
+        f" (final loss {np.mean(losses[-100:]):.4f})."
+    )
+    record = {"train_seconds": seconds, "summary": summary}
+    (path / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def build_shapes_if_stage(out: Path, *, train: bool = True, config: TrainConfig = PIXEL_CONFIG) -> dict:
+    """Train and save ``out/shapes-if`` (:func:`train_shapes_if`), then measure it and write its model card."""
+    path = out / "shapes-if"
+    if train:
+        train_shapes_if(out, config=config)
+    _, held_out = shapes_data()
+    pipe = load_shapes_if(path)
+    metrics = measure_pixel(
+        pipe,
+        judge=load_shapes_judge(out / "shapes-judge"),
+        clip=load_shapes_clip(out / "shapes-clip"),
+        held_out=held_out,
+    )
+    sizes = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("unet", "text_encoder")}
+    write_pixel_card(path, metrics, sizes=sizes, train=json.loads((path / "training.json").read_text()))
+    return metrics
+
+
 def _small_card(
     path: Path,
     *,
@@ -515,5 +595,8 @@ def build_stage(name: str, out: Path, *, train: bool = True, digits_steps: int =
 
         build_finetuned_stage(out, train=train)  # prints its own measures, run by run
         return None
+    if name == "shapes-if":
+        metrics = build_shapes_if_stage(out, train=train)
+        return "shapes-if: adherence " + ", ".join(f"w {r['guidance']:g} {r['adherence']}" for r in metrics["guidance"])
     build_shapes_sd_stage(out, train=train)  # prints its own measures
     return None
