@@ -7,8 +7,8 @@
 A study returns a :class:`Study`: a table (one column per setting or measure, each measure an estimate with its
 95 % interval: Wilson for shares, bootstrap for means), a labeled grid of example images and a curve of the
 measures against the setting, with error bars. Measures that need a reader (adherence, "reads as", attributes kept)
-are computed for the course's models, with :func:`course_utils.readers.reader_for` (the digit classifier, the shapes
-judge); PSNR and diversity are computed for every model, the Hub's included.
+are computed for the course's models, with :func:`course_utils.models.readers.reader_for` (the digit classifier, the
+shapes judge); PSNR and diversity are computed for every model, the Hub's included.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 from course_utils.errors import CourseError, check_choice
 from course_utils.metrics import diversity, psnr_per_image
-from course_utils.readers import reader_for
+from course_utils.models.readers import reader_for
 from course_utils.sampling.diffusion import UPDATE_RULES, ddim_sample, ddpm_sample, strided_timesteps
 from course_utils.sampling.editing import check_i_start, inpaint, sdedit, text_guided_sdedit
 from course_utils.sampling.guidance import hybrid, low_pass, visual_anagram

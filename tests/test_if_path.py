@@ -260,6 +260,7 @@ def test_week2_notebook_runs_on_the_if_code_path(tiny_if_path: Path, tmp_path: P
         "cfg_scales": [1, 3],
         "samples_per_condition": 2,
         "sdedit_levels": [1, 3],
+        "img2img_levels": [1, 3],
         "hybrid_sigmas": [1.0],
     }
     text, images = _run_on_if(notebook, parameters, tmp_path)

@@ -13,6 +13,7 @@ from course_utils.data.shapes import make_dataset, to_tensor
 from course_utils.denoisers import ShapesIFDenoiser, load_denoiser
 from course_utils.errors import CourseError
 from course_utils.metrics import digit_classifier
+from course_utils.models.readers import DigitReader, reader_for, shapes_reader
 from course_utils.models.shapes_if import (
     PixelUNetConfig,
     ShapesIFPipeline,
@@ -21,7 +22,6 @@ from course_utils.models.shapes_if import (
     load_shapes_if,
 )
 from course_utils.models.shapes_judge import adherence
-from course_utils.readers import DigitReader, reader_for, shapes_reader
 from course_utils.sampling.diffusion import ddim_sample, ddpm_sample, strided_timesteps
 
 TINY = PixelUNetConfig(sample_size=8, block_out_channels=(32, 32), cross_attention_levels=(False, True))

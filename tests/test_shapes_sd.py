@@ -219,6 +219,6 @@ def test_make_models_refuses_an_unknown_stage(capsys):
         main(["--only", "shapes-sd,nope", "--eval-only"])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip()
-    valid = "digits, shapes-clip, shapes-vae, shapes-judge, concept-judge, shapes-sd, from-scratch, finetuned"
-    valid += ", synthetic-study"
+    valid = "digits, shapes-clip, shapes-vae, shapes-judge, concept-judge, shapes-sd, shapes-if"
+    valid += ", from-scratch, finetuned, synthetic-study"
     assert err == f"error: unknown stage 'nope'; valid stages: {valid}"

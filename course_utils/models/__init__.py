@@ -9,6 +9,7 @@
   its pipeline class; ``shapes_if_card``: its measured model card;
 - ``shapes_captioner``: week 6's small downstream captioner (one head per attribute, the caption grammar turns them
   into text), trained from scratch per run of the synthetic-data study;
+- ``readers``: what the studies judge samples with (the digit classifier, the shapes judge), per denoiser;
 - ``cards``: the ``metrics.json`` every model card writes;
 - ``from_scratch``: week 4's small course U-Nets (``make models`` stage ``from-scratch``): their specs, training on
   any data, loading the committed ones;
