@@ -28,7 +28,7 @@ from course_utils.models.shapes_clip import clip_score
 from course_utils.models.shapes_judge import SCORED, ShapesJudge, adherence
 from course_utils.stats import Estimate, bootstrap_mean, proportion
 
-__all__ = ["CardSettings", "generate", "measure", "write_card"]
+__all__ = ["CardSettings", "generate", "guidance_section", "measure", "write_card"]
 
 
 @dataclass(frozen=True)
@@ -202,29 +202,9 @@ def write_card(path: Path, metrics: dict, *, clip_metrics: dict, sizes: dict[str
         "",
         f"Training: {train['summary']}",
         "",
-        "## Measured",
-        "",
-        f"`python -m course_utils.models.build --only shapes-sd --eval-only` (seed {metrics['seed']}). Adherence is",
-        "the share of the attributes a prompt names that the attribute judge (`data/models/shapes-judge`, trained",
-        "on ground-truth renders) reads in the picture; one sample per held-out caption.",
-        "",
-        f"### Guidance ({metrics['n_prompts']} held-out captions, DDIM 25 steps)",
-        "",
-        "| guidance | adherence | every attribute right | " + " | ".join(attrs) + " | CLIP score | diversity |",
-        "| --- " * (5 + len(attrs)) + "|",
+        *guidance_section(metrics, stage="shapes-sd", sampling="DDIM 25 steps"),
     ]
-    for row in g:
-        cells = [f"{row['guidance']:g}", *(str(row[k]) for k in ("adherence", "exact"))]
-        cells += [str(row[f"adherence_{k}"]) for k in attrs]
-        cells += [str(row["clip_score"]), str(row["diversity"])]
-        lines.append("| " + " | ".join(cells) + " |")
     lines += [
-        "",
-        f"CLIP score of the real held-out pictures with their captions: {metrics['clip_score_real_images']}.",
-        "Every measure with its 95 % interval: bootstrap over prompts for means (adherence: the share of a picture's"
-        " named attributes the judge reads right, averaged over pictures), Wilson for shares.",
-        f"Diversity: mean pairwise RMS distance (in [-1, 1] pixels) between {metrics['diversity']['samples']} samples"
-        f" of one prompt, over {metrics['diversity']['prompts']} prompts.",
         "",
         f"### Steps (the first {metrics['n_step_prompts']} of those captions, guidance 7.5)",
         "",
@@ -232,8 +212,7 @@ def write_card(path: Path, metrics: dict, *, clip_metrics: dict, sizes: dict[str
         "| --- | --- | --- | --- |",
     ]
     lines += [
-        f"| {r['sampler']} | {r['steps']} | {r['adherence']} | {r['seconds_per_image']:.4f} |"
-        for r in metrics["steps"]
+        f"| {r['sampler']} | {r['steps']} | {r['adherence']} | {r['seconds_per_image']:.4f} |" for r in metrics["steps"]
     ]
     neg = metrics["negative_prompt"]
     lines += [
@@ -260,6 +239,38 @@ def write_card(path: Path, metrics: dict, *, clip_metrics: dict, sizes: dict[str
     ]
     (path / "README.md").write_text("\n".join(lines) + "\n")
     (path / "metrics.json").write_text(json.dumps(metrics, indent=2, default=Estimate.record) + "\n")
+
+
+def guidance_section(metrics: dict, *, stage: str, sampling: str) -> list[str]:
+    """The card's "Measured" heading and guidance table (adherence, per attribute, CLIP score, diversity per guidance
+    scale), with what the measures mean; shared by the shapes models' cards. ``sampling`` names the sampler."""
+    g = metrics["guidance"]
+    attrs = [k for k in SCORED if f"adherence_{k}" in g[0]]
+    lines = [
+        "## Measured",
+        "",
+        f"`python -m course_utils.models.build --only {stage} --eval-only` (seed {metrics['seed']}). Adherence is",
+        "the share of the attributes a prompt names that the attribute judge (`data/models/shapes-judge`, trained",
+        "on ground-truth renders) reads in the picture; one sample per held-out caption.",
+        "",
+        f"### Guidance ({metrics['n_prompts']} held-out captions, {sampling})",
+        "",
+        "| guidance | adherence | every attribute right | " + " | ".join(attrs) + " | CLIP score | diversity |",
+        "| --- " * (5 + len(attrs)) + "|",
+    ]
+    for row in g:
+        cells = [f"{row['guidance']:g}", *(str(row[k]) for k in ("adherence", "exact"))]
+        cells += [str(row[f"adherence_{k}"]) for k in attrs]
+        cells += [str(row["clip_score"]), str(row["diversity"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [
+        "",
+        f"CLIP score of the real held-out pictures with their captions: {metrics['clip_score_real_images']}.",
+        "Every measure with its 95 % interval: bootstrap over prompts for means (adherence: the share of a picture's"
+        " named attributes the judge reads right, averaged over pictures), Wilson for shares.",
+        f"Diversity: mean pairwise RMS distance (in [-1, 1] pixels) between {metrics['diversity']['samples']} samples"
+        f" of one prompt, over {metrics['diversity']['prompts']} prompts.",
+    ]
 
 
 def _estimate(record: dict) -> Estimate:

@@ -20,9 +20,10 @@ import torch
 from course_utils.data.shapes import ShapesDataset
 from course_utils.metrics import diversity
 from course_utils.models.cards import write_metrics
+from course_utils.models.shapes_card import guidance_section
 from course_utils.models.shapes_clip import clip_score
 from course_utils.models.shapes_if import ShapesIFPipeline
-from course_utils.models.shapes_judge import SCORED, ShapesJudge, adherence
+from course_utils.models.shapes_judge import ShapesJudge, adherence
 from course_utils.stats import bootstrap_mean, proportion
 
 __all__ = ["PixelCardSettings", "measure_pixel", "sample_prompts", "write_pixel_card"]
@@ -104,7 +105,6 @@ def measure_pixel(
 def write_pixel_card(path: Path, metrics: dict, *, sizes: dict[str, int], train: dict) -> None:
     """``README.md`` beside the weights, from ``metrics`` (:func:`measure_pixel`) and the training facts."""
     g = metrics["guidance"]
-    attrs = [k for k in SCORED if f"adherence_{k}" in g[0]]
     lines = [
         "# course/shapes-if",
         "",
@@ -132,29 +132,7 @@ def write_pixel_card(path: Path, metrics: dict, *, sizes: dict[str, int], train:
         "",
         f"Training: {train['summary']}",
         "",
-        "## Measured",
-        "",
-        f"`python -m course_utils.models.build --only shapes-if --eval-only` (seed {metrics['seed']}). Adherence is",
-        "the share of the attributes a prompt names that the attribute judge (`data/models/shapes-judge`, trained",
-        "on ground-truth renders) reads in the picture; one sample per held-out caption.",
-        "",
-        f"### Guidance ({metrics['n_prompts']} held-out captions, DDPM {metrics['steps']} strided steps)",
-        "",
-        "| guidance | adherence | every attribute right | " + " | ".join(attrs) + " | CLIP score | diversity |",
-        "| --- " * (5 + len(attrs)) + "|",
-    ]
-    for row in g:
-        cells = [f"{row['guidance']:g}", *(str(row[k]) for k in ("adherence", "exact"))]
-        cells += [str(row[f"adherence_{k}"]) for k in attrs]
-        cells += [str(row["clip_score"]), str(row["diversity"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"CLIP score of the real held-out pictures with their captions: {metrics['clip_score_real_images']}.",
-        "Every measure with its 95 % interval: bootstrap over prompts for means (adherence: the share of a picture's"
-        " named attributes the judge reads right, averaged over pictures), Wilson for shares.",
-        f"Diversity: mean pairwise RMS distance (in [-1, 1] pixels) between {metrics['diversity']['samples']} samples"
-        f" of one prompt, over {metrics['diversity']['prompts']} prompts.",
+        *guidance_section(metrics, stage="shapes-if", sampling=f"DDPM {metrics['steps']} strided steps"),
         "",
         f"Sampling time: {g[-1]['seconds_per_image'] * 1000:.0f} ms per image (DDPM {metrics['steps']} steps, guidance"
         f" {g[-1]['guidance']:g}, batches of {metrics['batch_size']}, CPU, `make models`' machine); training"
