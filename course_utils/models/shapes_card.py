@@ -179,7 +179,6 @@ def measure(
 def write_card(path: Path, metrics: dict, *, clip_metrics: dict, sizes: dict[str, int], train: dict) -> None:
     """``README.md`` beside the weights, from ``metrics`` (:func:`measure`) and the CLIP and training facts."""
     g = metrics["guidance"]
-    attrs = [k for k in SCORED if f"adherence_{k}" in g[0]]
     lines = [
         "# course/shapes-sd",
         "",
