@@ -42,7 +42,7 @@ test-fast: setup
 # Re-execute the committed notebooks in place on the offline profile (week outputs are what nbval checks).
 notebooks: setup
 	for nb in weeks/*/*.ipynb assignments/*/*.ipynb; do \
-		(cd $$(dirname $$nb) && $(abspath $(VENV))/bin/jupyter nbconvert --to notebook --execute --inplace \
+		(cd $$(dirname $$nb) && DIFFUSION_COURSE_HEADLESS=1 $(abspath $(VENV))/bin/jupyter nbconvert --to notebook --execute --inplace \
 			--ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.store_widget_state=False $$(basename $$nb)) || exit 1; \
 	done
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from course_utils.data.images import to_numpy_image
-from course_utils.errors import CourseError
+from course_utils.errors import CourseError, check_choice
+from course_utils.runtime import in_colab
 from course_utils.sampling.diffusion import DiffusionStep
 from course_utils.sampling.spectrum import band_centres, snr_crossing_steps
 from course_utils.stats import Estimate
@@ -41,29 +42,47 @@ def image_grid(
     images: torch.Tensor | Sequence[torch.Tensor],
     *,
     labels: Sequence[str] | None = None,
+    row_labels: Sequence[str] | None = None,
     ncols: int | None = None,
     title: str | None = None,
     tile_size: float = 1.6,
 ) -> plt.Figure:
-    """Show images ``(N, C, H, W)`` in ``[-1, 1]`` as a grid, each tile labeled with ``labels[i]``."""
+    """Show images ``(N, C, H, W)`` in ``[-1, 1]`` as a grid, each tile labeled with ``labels[i]`` and each row, at
+    its left, with ``row_labels[r]`` (what the row holds: a prompt, a condition). Pixels stay square and crisp
+    (nearest-neighbour), so 8×8 and 32×32 pictures are readable at any tile size."""
     images = list(images)
     if labels is not None and len(labels) != len(images):
         raise CourseError(f"image_grid: {len(images)} images but {len(labels)} labels")
     n = len(images)
     ncols = ncols or min(n, 8)
     nrows = (n + ncols - 1) // ncols
+    if row_labels is not None and len(row_labels) != nrows:
+        raise CourseError(f"image_grid: {nrows} rows but {len(row_labels)} row labels")
     # long labels (a caption) wrap to the tile's width, and the rows make room for their lines
-    labels = None if labels is None else [textwrap.fill(str(x), width=max(10, round(tile_size * 13))) for x in labels]
+    width = max(10, round(tile_size * 13))
+    labels = None if labels is None else [textwrap.fill(str(x), width=width) for x in labels]
     lines = max((label.count("\n") + 1 for label in labels or [""]), default=1)
     row_height = tile_size + 0.17 * lines + 0.13
-    fig, axes = plt.subplots(nrows, ncols, figsize=(tile_size * ncols, row_height * nrows + 0.4), squeeze=False)
+    margin = 0.0 if row_labels is None else 1.7  # inches at the left for the row labels
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(tile_size * ncols + margin, row_height * nrows + 0.4), squeeze=False
+    )
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
             img = to_numpy_image(images[i])
             ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-            if labels is not None:
+            if labels is not None and labels[i]:
                 ax.set_title(labels[i], fontsize=9)
+    for row, label in enumerate(row_labels or []):
+        ax = axes[row, 0]
+        ax.axis("on")  # a y-label needs the axis; its ticks and frame stay hidden
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        wrapped = "\n".join(textwrap.fill(line, width=22) for line in str(label).split("\n"))
+        ax.set_ylabel(wrapped, rotation=0, ha="right", va="center", fontsize=9)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -329,29 +348,112 @@ def patch_settle_plot(study: Any, *, title: str = "Patch settle step against con
 
 
 class DrawingPad:
-    """A small grid of toggle buttons to draw on in Jupyter (click a cell to paint it white).
+    """A canvas to draw a picture on in Jupyter or Colab: press and drag to paint with the chosen colour and brush;
+    *fill* paints the whole picture (a background), *clear* starts again.
 
-    ``pad.widget`` is the ipywidgets box to display; ``pad.image()`` returns the drawing as
-    ``(1, 1, size, size)`` in ``[-1, 1]``, or ``None`` while nothing is drawn (headless runs never draw,
-    so notebooks fall back to a shipped picture).
+    ``pad.widget`` is the ipywidgets box to display (an ``ipycanvas.Canvas`` of ``size × size`` cells, each
+    ``scale`` screen pixels, above its controls). ``pad.image()`` returns the drawing as ``(1, channels, size,
+    size)`` in ``[-1, 1]`` (black where nothing is painted), or ``None`` while nothing is drawn: headless runs never
+    draw, so notebooks fall back to a shipped picture. ``paint(x, y)`` is what a drag calls, in screen pixels.
     """
 
-    def __init__(self, size: int = 8) -> None:
+    def __init__(self, size: int = 32, *, channels: int = 3, scale: int = 8, colour: str = "#ff0000") -> None:
         import ipywidgets as widgets
+        from ipycanvas import Canvas
 
-        if not 2 <= size <= 32:
-            raise CourseError(f"DrawingPad size must be in 2..32, got {size}")
-        self.size = size
-        self.buttons = [
-            widgets.ToggleButton(layout=widgets.Layout(width="26px", height="26px")) for _ in range(size**2)
-        ]
-        self.widget = widgets.GridBox(
-            self.buttons, layout=widgets.Layout(grid_template_columns=f"repeat({size}, 28px)", grid_gap="1px")
+        if not 2 <= size <= 64:
+            raise CourseError(f"DrawingPad size must be in 2..64, got {size}")
+        check_choice("DrawingPad channels", channels, (1, 3))
+        if not 1 <= scale <= 32:
+            raise CourseError(f"DrawingPad scale must be in 1..32 screen pixels per cell, got {scale}")
+        if in_colab():  # Colab draws third-party widgets only through its custom widget manager
+            from google.colab import output
+
+            output.enable_custom_widget_manager()
+        self.size, self.channels, self.scale = size, channels, scale
+        self.pixels = np.zeros((size, size, 3), dtype=np.float32)  # (H, W, RGB) in [0, 1]
+        self.drawn = False
+        self._pressed = False
+        self.canvas = Canvas(width=size * scale, height=size * scale)
+        self.colour = widgets.ColorPicker(value=colour, description="colour", concise=True)
+        self.brush = widgets.IntSlider(value=max(1, size // 12), min=1, max=max(1, size // 4), description="brush")
+        self.fill_button = widgets.Button(description="fill", tooltip="paint the whole picture this colour")
+        self.clear_button = widgets.Button(description="clear")
+        self.fill_button.on_click(lambda _: self.fill())
+        self.clear_button.on_click(lambda _: self.clear())
+        self.canvas.on_mouse_down(self._press)
+        self.canvas.on_mouse_move(self._drag)
+        self.canvas.on_mouse_up(self._release)
+        self.canvas.on_mouse_out(self._release)
+        self.clear()
+        self.widget = widgets.VBox(
+            [self.canvas, widgets.HBox([self.colour, self.brush, self.fill_button, self.clear_button])]
         )
 
-    def image(self):
-        """The drawing ``(1, 1, size, size)`` in ``[-1, 1]`` (white strokes on black), or ``None`` if empty."""
-        import torch
+    def _rgb(self) -> np.ndarray:
+        hexcode = self.colour.value.lstrip("#")
+        if len(hexcode) == 3:
+            hexcode = "".join(c * 2 for c in hexcode)
+        return np.array([int(hexcode[i : i + 2], 16) for i in (0, 2, 4)], dtype=np.float32) / 255
 
-        values = torch.tensor([float(b.value) for b in self.buttons]).view(1, 1, self.size, self.size)
-        return None if values.sum() == 0 else values * 2 - 1
+    def _draw(self, rows: slice, cols: slice) -> None:
+        """Redraw cells ``[rows, cols]`` of ``pixels`` on the canvas (in one message to the front end)."""
+        from ipycanvas import hold_canvas
+
+        with hold_canvas(self.canvas):
+            self._draw_cells(rows, cols)
+
+    def _draw_cells(self, rows: slice, cols: slice) -> None:
+        for r in range(rows.start, rows.stop):
+            for c in range(cols.start, cols.stop):
+                red, green, blue = (self.pixels[r, c] * 255).round().astype(int)
+                self.canvas.fill_style = f"rgb({red}, {green}, {blue})"
+                self.canvas.fill_rect(c * self.scale, r * self.scale, self.scale, self.scale)
+
+    def paint(self, x: float, y: float) -> None:
+        """Paint a disc of the brush's radius (in cells) with the chosen colour around screen pixel ``(x, y)``."""
+        col, row = int(x // self.scale), int(y // self.scale)
+        if not (0 <= row < self.size and 0 <= col < self.size):
+            return
+        radius = self.brush.value - 1
+        rows = slice(max(0, row - radius), min(self.size, row + radius + 1))
+        cols = slice(max(0, col - radius), min(self.size, col + radius + 1))
+        r, c = np.ogrid[rows, cols]
+        disc = (r - row) ** 2 + (c - col) ** 2 <= radius**2 + radius  # radius 0: the one cell
+        self.pixels[rows, cols][disc] = self._rgb()
+        self.drawn = True
+        self._draw(rows, cols)
+
+    def fill(self) -> None:
+        """Paint every cell the chosen colour."""
+        self.pixels[:] = self._rgb()
+        self.drawn = True
+        self._draw(slice(0, self.size), slice(0, self.size))
+
+    def clear(self) -> None:
+        """Back to black, with nothing drawn."""
+        self.pixels[:] = 0
+        self.drawn = False
+        self.canvas.fill_style = "black"
+        self.canvas.fill_rect(0, 0, self.canvas.width, self.canvas.height)
+
+    def _press(self, x: float, y: float) -> None:
+        self._pressed = True
+        self.paint(x, y)
+
+    def _drag(self, x: float, y: float) -> None:
+        if self._pressed:
+            self.paint(x, y)
+
+    def _release(self, x: float, y: float) -> None:
+        self._pressed = False
+
+    def image(self) -> torch.Tensor | None:
+        """The drawing ``(1, channels, size, size)`` in ``[-1, 1]`` (one channel: its luminance), or ``None`` if
+        nothing is drawn."""
+        if not self.drawn:
+            return None
+        picture = torch.from_numpy(self.pixels.copy()).permute(2, 0, 1)  # (3, H, W) in [0, 1]
+        if self.channels == 1:
+            picture = (picture * torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)).sum(0, keepdim=True)
+        return picture.unsqueeze(0) * 2 - 1

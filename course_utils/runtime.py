@@ -16,7 +16,9 @@ __all__ = [
     "quiet_loading",
     "DEVICES",
     "DTYPES",
+    "HEADLESS_ENV",
     "in_colab",
+    "live_widgets",
     "make_generator",
     "randn_like",
     "resolve_device",
@@ -75,6 +77,30 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 def in_colab() -> bool:
     """True inside Google Colab."""
     return "COLAB_RELEASE_TAG" in os.environ or "google.colab" in __import__("sys").modules
+
+
+HEADLESS_ENV = "DIFFUSION_COURSE_HEADLESS"
+"""Set (to anything but ``""`` or ``"0"``) by the course's headless runs — ``make run``, ``make notebooks`` and
+nbval under ``make test`` — whose kernels have no front end to draw a widget in."""
+
+
+def live_widgets(interactive: bool | None = None) -> bool:
+    """Whether a notebook shows its live ipywidgets panels: ``interactive=None`` (the notebooks' default) means
+    wherever a front end can draw them — an IPython kernel (JupyterLab, Colab, VS Code) that is not one of the
+    course's headless runs (:data:`HEADLESS_ENV`) — so Run All in JupyterLab shows them without editing a cell.
+    ``True`` or ``False`` decide outright. Headless, the notebooks keep their static render and checked numbers."""
+    if interactive is not None:
+        if not isinstance(interactive, bool):
+            raise CourseError(f"interactive must be None, True or False, got {interactive!r}")
+        return interactive
+    if os.environ.get(HEADLESS_ENV, "") not in ("", "0"):
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with every kernel
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 @contextlib.contextmanager

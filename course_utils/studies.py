@@ -42,7 +42,8 @@ class Study:
         table: column name → values, one row per setting (and per image or pair where there are several). A measured
             column holds :class:`~course_utils.stats.Estimate` s (the value with its 95 % interval); settings and
             exact quantities hold plain numbers.
-        images: example results ``(N, C, H, W)``; ``labels`` one per image; ``ncols`` tiles per row.
+        images: example results ``(N, C, H, W)``; ``labels`` one per image (``""``: none); ``ncols`` tiles per row;
+            ``row_labels`` one per row of the grid: what the row holds (its prompt, condition or input).
         measures: the columns plotted against ``setting`` by :meth:`curve`.
         series: the column that tells the curves apart (a pair, an image, a scheduler), if any.
         samples: measured column → per row, the measurements behind its estimate (per image or per condition, aligned
@@ -58,6 +59,7 @@ class Study:
     measures: list[str] = field(default_factory=list)
     series: str | None = None
     samples: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    row_labels: list[str] | None = None
 
     def text(self) -> str:
         """The table as aligned text, every estimate with its interval at the precision the interval supports."""
@@ -104,7 +106,10 @@ class Study:
         from course_utils.plotting import image_grid
 
         n = len(self.images) if rows is None else rows * self.ncols
-        return image_grid(self.images[:n], labels=self.labels[:n], ncols=self.ncols, title=title or self.name)
+        row_labels = None if self.row_labels is None else self.row_labels[: -(-n // self.ncols)]
+        return image_grid(
+            self.images[:n], labels=self.labels[:n], row_labels=row_labels, ncols=self.ncols, title=title or self.name
+        )
 
     def show(self, *, rows: int | None = None) -> None:
         """Print the table, show the example grid (its first ``rows`` rows) and, where something was measured, the
@@ -180,11 +185,11 @@ def cfg_study(
             _measured(table, measured, "adherence", reader.reads(x, items), share=True)
         _measured(table, measured, "diversity", [diversity(g) for g in groups], share=False)  # per condition
         shown += [groups[i, 0] for i in range(len(conditions))]
-        labels += [f"w={w:g} '{c}'" for c in conditions]
+        labels += [f"'{c}'" if not labels else "" for c in conditions]  # the columns' conditions, on the top row
     measures = ["adherence", "diversity"] if reader is not None else ["diversity"]
-    return Study(
-        "classifier-free guidance", "w", table, torch.stack(shown), labels, len(conditions), measures, samples=measured
-    )
+    rows = [f"w = {w:g}" for w in scales]
+    grid = dict(images=torch.stack(shown), labels=labels, ncols=len(conditions), row_labels=rows)
+    return Study("classifier-free guidance", "w", table, measures=measures, samples=measured, **grid)
 
 
 def sdedit_study(
@@ -207,7 +212,7 @@ def sdedit_study(
     shown, labels = [], []
     for name, image in images.items():
         shown.append(image[0])
-        labels.append(f"{name}: original")
+        labels.append("original" if not labels else "")
         batch = image.expand(samples, *image.shape[1:]).to(den.device, den.dtype)
         null = den.null_condition(samples)
         for i_start in levels:
@@ -220,9 +225,10 @@ def sdedit_study(
             if reader is not None:
                 _measured(table, measured, "kept", reader.kept(x, batch[:1]), share=False)
             shown.append(x[0])
-            labels.append(f"i_start={i_start}")
+            labels.append(f"i_start={i_start}" if len(labels) <= len(levels) else "")  # on the top row
     measures = ["psnr_db", "kept"] if reader is not None else ["psnr_db"]
-    return Study("SDEdit", "i_start", table, torch.stack(shown), labels, len(levels) + 1, measures, "image", measured)
+    grid = dict(images=torch.stack(shown), labels=labels, ncols=len(levels) + 1, row_labels=list(images))
+    return Study("SDEdit", "i_start", table, measures=measures, series="image", samples=measured, **grid)
 
 
 def img2img_study(
@@ -266,7 +272,8 @@ def img2img_study(
         labels.append(f"i_start={i_start}")
     measures = ["reads_as_prompt", "psnr_db"] if reader is not None else ["psnr_db"]
     name = f"image-to-image towards '{prompt}'"
-    return Study(name, "i_start", table, torch.stack(shown), labels, len(levels) + 1, measures, samples=measured)
+    grid = dict(images=torch.stack(shown), labels=labels, ncols=len(levels) + 1, row_labels=[f"towards '{prompt}'"])
+    return Study(name, "i_start", table, measures=measures, samples=measured, **grid)
 
 
 def inpaint_study(
@@ -303,9 +310,11 @@ def inpaint_study(
             _measured(table, measured, measure, reader.reads(x, [target] * samples), share=True)
         holed = batch[0] * (1 - mask.to(batch)) - mask.to(batch)  # the hole shown black
         shown += [batch[0], holed, x[0], x[1]]
-        labels += ["original", f"mask {name}", "inpainted", "inpainted"]
+        labels += ["original", "hole (black)", "inpainted", "inpainted"] if not labels else [""] * 4
     measures = [m for m in ("reads_as_prompt", "reads_as_label") if m in table] or ["known_region_max_error"]
-    return Study("inpainting", "masked_fraction", table, torch.stack(shown), labels, 4, measures, samples=measured)
+    towards = f", towards '{prompt}'" if prompt is not None else ""
+    grid = dict(images=torch.stack(shown), labels=labels, ncols=4, row_labels=[f"mask {m}{towards}" for m in masks])
+    return Study("inpainting", "masked_fraction", table, measures=measures, samples=measured, **grid)
 
 
 def anagram_study(
@@ -342,9 +351,11 @@ def anagram_study(
                     _measured(table, measured, measure, flags, share=True)
                 _measured(table, measured, "control_both", control, share=True)
         shown += [x[0], view.forward(x)[0], x[1], view.forward(x)[1]]
-        labels += [f"'{a}'", f"{view_name}: '{b}'", f"'{a}'", f"{view_name}: '{b}'"]
+        labels += ["sample", f"its {view_name} view", "sample", f"its {view_name} view"]
     measures = ["both", "control_both"] if reader is not None else []
-    return Study("visual anagrams", "w", table, torch.stack(shown), labels, 4, measures, "pair", measured)
+    rows = [f"'{a}', {view_name}: '{b}'\n(w = {scales[-1]:g})" for a, b, view_name in pairs]  # the last w's samples
+    grid = dict(images=torch.stack(shown), labels=labels, ncols=4, row_labels=rows)
+    return Study("visual anagrams", "w", table, measures=measures, series="pair", samples=measured, **grid)
 
 
 def hybrid_study(
@@ -389,9 +400,11 @@ def hybrid_study(
                 control = reader.reads(low_pass(plain, sigma), [low] * samples)
                 _measured(table, measured, "control_blurred_reads_low", control, share=True)
             shown += [x[0], low_pass(x, sigma)[0], x[1], low_pass(x, sigma)[1]]
-            labels += [f"σ={sigma:g}", "blurred", f"σ={sigma:g}", "blurred"]
+            labels += ["sample", f"blurred (σ = {sigma:g})", "sample", f"blurred (σ = {sigma:g})"]
     measures = ["blurred_reads_low", "reads_high", "control_blurred_reads_low"] if reader is not None else []
-    return Study("hybrid images", "sigma", table, torch.stack(shown), labels, 4, measures, "pair", measured)
+    rows = [f"low '{low}' | high '{high}'\nσ = {sigma:g}" for low, high in pairs for sigma in sigmas]
+    grid = dict(images=torch.stack(shown), labels=labels, ncols=4, row_labels=rows)
+    return Study("hybrid images", "sigma", table, measures=measures, series="pair", samples=measured, **grid)
 
 
 STUDIES: dict[str, Callable[..., Study]] = {

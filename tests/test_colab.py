@@ -257,8 +257,8 @@ WIDGETS_CELL = textwrap.dedent(
     from course_utils.sd.pipeline import load_pipeline
     from course_utils.sd.support import check_request
 
-    pad = DrawingPad(8)
-    pad.buttons[9].value = True
+    pad = DrawingPad(8, scale=10)
+    pad.paint(15, 15)
     settings, _ = check_request("course/shapes-sd", steps=2)
     panel = GenerationPanel(load_pipeline(settings, device="cpu"), settings, prompt="a red circle", seed=0)
     panel.steps.value = 3

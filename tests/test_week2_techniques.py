@@ -11,6 +11,7 @@ import torch
 from course_utils.denoisers import load_denoiser
 from course_utils.errors import CourseError
 from course_utils.metrics import diversity, psnr_per_image
+from course_utils.plotting import image_grid
 from course_utils.sampling.diffusion import ddpm_sample, strided_timesteps
 from course_utils.sampling.editing import inpaint, sdedit, text_guided_sdedit
 from course_utils.sampling.guidance import (
@@ -296,3 +297,27 @@ def test_inpaint_study_reads_the_prompt_it_inpaints_towards(den):
     study = run_study("inpaint", den, image=image, masks=mask, prompt="3", label="5", samples=8, steps=20, seed=0)
     assert study.measures == ["reads_as_prompt"] and "reads_as_label" not in study.table
     assert study.estimate("reads_as_prompt", mask="all").value >= 0.75  # the whole image is drawn as a 3
+
+
+def _row_labels(fig, ncols: int) -> list[str]:
+    """The y-labels of a grid figure's first column (its row labels)."""
+    return [ax.get_ylabel() for ax in fig.axes[::ncols]]
+
+
+def test_grids_label_their_rows_with_what_the_row_holds(den):
+    hybrid_grid = run_study("hybrid", den, pairs=[("3", "8"), ("0", "1")], sigmas=[1.0, 1.5], samples=2, steps=4)
+    fig = hybrid_grid.grid()
+    assert _row_labels(fig, 4) == [
+        "low '3' | high '8'\nσ = 1",
+        "low '3' | high '8'\nσ = 1.5",
+        "low '0' | high '1'\nσ = 1",
+        "low '0' | high '1'\nσ = 1.5",
+    ]
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["sample", "blurred (σ = 1)"]
+    cfg = run_study("cfg", den, conditions=["3", "7"], scales=[0.0, 3.0], samples_per_condition=2, steps=4)
+    fig = cfg.grid()
+    assert _row_labels(fig, 2) == ["w = 0", "w = 3"]
+    assert [ax.get_title() for ax in fig.axes] == ["'3'", "'7'", "", ""]  # the columns' conditions, once
+    assert _row_labels(cfg.grid(rows=1), 2) == ["w = 0"]
+    with pytest.raises(CourseError, match="2 rows but 3 row labels"):
+        image_grid(torch.zeros(4, 1, 8, 8), ncols=2, row_labels=["a", "b", "c"])

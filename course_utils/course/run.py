@@ -36,11 +36,12 @@ from traitlets import default
 from course_utils.course.paths import WEEKS_DIR, select_weeks, week_folders
 from course_utils.course.profiles import MODEL_FIELDS, PROFILES, get_profile
 from course_utils.errors import ArgumentParser, CourseError, main_guard
+from course_utils.runtime import HEADLESS_ENV
 
 __all__ = ["WeekNotebook", "discover", "main", "parse_parameter", "run_notebooks", "select"]
 
 DEFAULT_OUT = Path("build/executed")
-KERNEL_ENV = {"MPLBACKEND": "Agg"}
+KERNEL_ENV = {"MPLBACKEND": "Agg", HEADLESS_ENV: "1"}
 
 
 class RunnerKernelManager(AsyncKernelManager):

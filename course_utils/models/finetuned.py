@@ -266,8 +266,11 @@ def custom_dataset_run(out: Path, *, judge: ShapesJudge, runs_dir: Path, train: 
     before = exact(load_base(base_path))
     result = finetune(config, show_progress=True)
     after = exact(result.pipeline)
-    print(f"finetuned full on {len(rows)} COCO-selected {category} images: exact adherence on {len(captions)} of"
-          f" their captions {before} → {after}", flush=True)
+    print(
+        f"finetuned full on {len(rows)} COCO-selected {category} images: exact adherence on {len(captions)} of"
+        f" their captions {before} → {after}",
+        flush=True,
+    )
     return {"category": category, "images": len(rows), "captions_measured": len(captions), "before": before,
             "after": after, "steps": result.step, "best_step": result.best_step}  # fmt: skip
 
@@ -291,7 +294,7 @@ Built by `make models ARGS="--only finetuned"` (course_utils.models.finetuned). 
 `{instance_prompt(HEART)}`, class prompt `{class_prompt(HEART)}`, 8 instance pictures (2 of them held out for
 the validation loss: one every 50 steps, early stopping after 3 without improvement, the best weights kept), 32
 class pictures for prior preservation, batch 2 (+ 2 class pictures). Measured by the concept reader
-(`shapes-judge-unseen`) on {metrics['n_seeds']} seeds per prompt, 20 DDIM steps, guidance 7.5; 95 % intervals
+(`shapes-judge-unseen`) on {metrics["n_seeds"]} seeds per prompt, 20 DDIM steps, guidance 7.5; 95 % intervals
 (Wilson for shares, bootstrap for diversity).
 
 {chr(10).join(lines)}
@@ -302,9 +305,9 @@ Committed: the LoRA adapters `lora/` and `lora-prior/` (`pytorch_lora_weights.sa
 `pipe.load_textual_inversion`. The DreamBooth U-Nets stay in `build/models/shapes-sd-heart/` (not committed).
 
 A custom caption dataset (seed 001, task 4): the shapes world exported as COCO, the
-{metrics['custom']['images']} images showing a {metrics['custom']['category']} selected by
-`course_utils.data.coco`, the whole U-Net fine-tuned on that imagefolder ({metrics['custom']['steps']} steps, best
-{metrics['custom']['best_step']}); exact adherence on {metrics['custom']['captions_measured']} of its captions,
-before {metrics['custom']['before']} → after {metrics['custom']['after']}.
+{metrics["custom"]["images"]} images showing a {metrics["custom"]["category"]} selected by
+`course_utils.data.coco`, the whole U-Net fine-tuned on that imagefolder ({metrics["custom"]["steps"]} steps, best
+{metrics["custom"]["best_step"]}); exact adherence on {metrics["custom"]["captions_measured"]} of its captions,
+before {metrics["custom"]["before"]} → after {metrics["custom"]["after"]}.
 """
     (folder / "README.md").write_text(text)

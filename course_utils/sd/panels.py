@@ -47,7 +47,7 @@ class GenerationPanel:
         self.seed = widgets.IntText(value=seed, description="seed", style=style)
         button = widgets.Button(description="generate", button_style="primary")
         self.output = widgets.Output()
-        button.on_click(lambda _: self._show())
+        button.on_click(lambda _: self.refresh())
         controls = [self.prompt, self.negative, self.scheduler, self.guidance, self.steps, self.seed, button]
         self.widget = widgets.VBox([*controls, self.output])
 
@@ -73,7 +73,9 @@ class GenerationPanel:
         self.last = image
         return image
 
-    def _show(self) -> None:
+    def refresh(self) -> None:
+        """Render with the current values into the panel's picture (what *generate* does); a bad value prints its
+        one-line error there instead."""
         from IPython.display import display
 
         self.output.clear_output(wait=True)

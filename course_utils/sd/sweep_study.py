@@ -216,7 +216,8 @@ def run_sweep(
         found = adherence(load_shapes_judge(COURSE_JUDGE), torch.stack(images), [r["prompt"] for r in rows])
         for row, share in zip(rows, found.per_sample.tolist(), strict=True):
             row["adherence"] = share
-    study = _study(setting, values, rows, tiles, n_prompts=len(prompts), n_seeds=len(seeds))
+    row_labels = [f"'{prompt}', seed {seed}" for prompt, seed in zip(grid_prompts, grid_seeds, strict=True)]
+    study = _study(setting, values, rows, tiles, n_prompts=len(prompts), n_seeds=len(seeds), row_labels=row_labels)
     return SweepResult(setting, values, rows, images, study, warnings)
 
 
@@ -230,7 +231,9 @@ def _label(value: Any) -> str:
     return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _study(setting: str, values: list, rows: list[dict], tiles: list, *, n_prompts: int, n_seeds: int) -> Study:
+def _study(
+    setting: str, values: list, rows: list[dict], tiles: list, *, n_prompts: int, n_seeds: int, row_labels: list[str]
+) -> Study:
     measures = [m for m in ("adherence", "clip_score") if m in rows[0]]
     table: dict[str, list[Any]] = {setting: [_label(v) if not isinstance(v, int | float) else v for v in values]}
     samples: dict[str, list[np.ndarray]] = {}
@@ -257,6 +260,7 @@ def _study(setting: str, values: list, rows: list[dict], tiles: list, *, n_promp
         ncols=len(values),
         measures=measures,
         samples=samples,
+        row_labels=row_labels,
     )
 
 
@@ -280,6 +284,7 @@ def combine(studies: dict[str, Study], *, series: str) -> Study:
         measures=first.measures,
         series=series,
         samples=samples,
+        row_labels=first.row_labels,
     )
 
 

@@ -124,5 +124,13 @@ def two_stage_study(
     images = [results[c][r] for r in range(len(prompts)) for c in range(len(pairs))]  # row-major: prompt, pair
     labels = [f"steps {a}, {b}" if r == 0 else "" for r in range(len(prompts)) for a, b in pairs]
     return Study(
-        "two stages", "steps (I, II)", table, images, labels, ncols=len(pairs), measures=measures, samples=samples
+        "two stages",
+        "steps (I, II)",
+        table,
+        images,
+        labels,
+        ncols=len(pairs),
+        measures=measures,
+        samples=samples,
+        row_labels=[f"'{prompt}'" for prompt in prompts],
     )
