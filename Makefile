@@ -46,9 +46,11 @@ notebooks: setup
 			--ExecutePreprocessor.kernel_name=python3 --ExecutePreprocessor.store_widget_state=False $$(basename $$nb)) || exit 1; \
 	done
 
-# Rewrite every notebook's setup cell (the code cell after its title) from course_utils/course/colab.py's template.
+# Rewrite every notebook's setup cell (the code cell after its title) from course_utils/course/colab.py's template,
+# and every week notebook's "Your turn" cell from exercises/NN_*.yml.
 setup-cells: setup
 	$(PY) -m course_utils.course.colab
+	$(PY) -m course_utils.course.exercises
 
 # JupyterLab on the repository root; the notebooks default to the offline profile. As root it needs --allow-root.
 # make lab ARGS="--no-browser --port 8890"

@@ -307,6 +307,18 @@ def graded(graded_weeks: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("week_id", list(WEEKS))
+def test_assign_writes_the_exercises_answer_key_beside_the_student_folder(
+    week_id: str, assigned: dict[str, Any]
+) -> None:
+    from course_utils.course.exercises import answer_key
+
+    key = assigned["dist"] / "answer_keys" / f"{WEEKS[week_id].folder}.md"
+    assert key.read_text(encoding="utf-8") == answer_key(week_id) + "\n"
+    assert f"answer key to the notebooks' exercises: {key}" in assigned["stdout"]
+    assert [p.name for p in (assigned["weeks"][week_id] / "student").iterdir()] == [WEEKS[week_id].notebook]
+
+
+@pytest.mark.parametrize("week_id", list(WEEKS))
 def test_assign_writes_student_notebook_and_autograder_zip(week_id: str, assigned: dict[str, Any]) -> None:
     week, notebook = assigned["weeks"][week_id], WEEKS[week_id].notebook
     assert (week / "student" / notebook).is_file()

@@ -372,12 +372,19 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
 
 
 def _assign_command(weeks: Sequence[str] | None, *, out: Path, assignments_dir: Path) -> int:
+    from course_utils.course.exercises import exercise_weeks, write_answer_key
+
     found = sources(assignments_dir)
-    for week in select_weeks(weeks, list(found)):
-        print(f"week {week}: otter assign {found[week]} ...", flush=True)
-        built = assign(found[week], week=week, out=out)
-        print(f"  student notebook: {built.student}")
-        print(f"  autograder:       {built.autograder}  ({built.seconds:.1f} s, solution passed every test)")
+    keyed = exercise_weeks()
+    chosen = select_weeks(weeks, sorted(set(found) | set(keyed)))
+    for week in chosen:
+        if week in found:
+            print(f"week {week}: otter assign {found[week]} ...", flush=True)
+            built = assign(found[week], week=week, out=out)
+            print(f"  student notebook: {built.student}")
+            print(f"  autograder:       {built.autograder}  ({built.seconds:.1f} s, solution passed every test)")
+        if week in keyed:  # the instructor's key to the week notebooks' "Your turn" (never in a student folder)
+            print(f"week {week}: answer key to the notebooks' exercises: {write_answer_key(week, out)}")
     return 0
 
 
