@@ -16,7 +16,6 @@ their answers. The answers go only into ``dist/answer_keys/<NN>_<slug>.md`` (:fu
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,14 +130,11 @@ def write_answer_key(week: str, out: Path, *, exercises_dir: Path = EXERCISES_DI
     return path
 
 
-def _cell_text(cell: dict) -> str:
-    source = cell.get("source", "")
-    return "".join(source) if isinstance(source, list) else source
-
-
 def sync_your_turn(weeks_dir: Path = WEEKS_DIR, *, exercises_dir: Path = EXERCISES_DIR) -> list[Path]:
     """Rewrite the "Your turn" cell of every week notebook from its exercises; returns the notebooks changed.
     A notebook without exercises, or without a cell starting with ``## Your turn``, is an error."""
+    import nbformat
+
     changed = []
     for week, folder in week_folders(weeks_dir).items():
         exercises = load_exercises(week, exercises_dir=exercises_dir)
@@ -149,14 +145,14 @@ def sync_your_turn(weeks_dir: Path = WEEKS_DIR, *, exercises_dir: Path = EXERCIS
             path = notebooks.get(stem)
             if path is None:
                 raise CourseError(f"{exercises_dir}/{week}_*.yml names {stem}, which is not a notebook in {folder}")
-            nb = json.loads(path.read_text(encoding="utf-8"))
-            cells = [c for c in nb["cells"] if c["cell_type"] == "markdown" and _cell_text(c).startswith(HEADING)]
+            nb = nbformat.read(path, as_version=4)
+            cells = [c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith(HEADING)]
             if len(cells) != 1:
                 raise CourseError(f"{path}: expected one Markdown cell starting {HEADING!r}, found {len(cells)}")
             text = your_turn(items)
-            if _cell_text(cells[0]) != text:
-                cells[0]["source"] = text.splitlines(keepends=True)
-                path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            if cells[0].source != text:
+                cells[0].source = text
+                nbformat.write(nb, path)
                 changed.append(path)
     return changed
 
