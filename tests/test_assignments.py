@@ -54,14 +54,21 @@ WEEKS = {
     "01": Week(
         folder="01_sampling_loops",
         notebook="sampling_loops_1.ipynb",
-        questions={"q1": 3, "q2": 3, "q3": 4},
-        answers={"q1": "def q_sample(", "q2": "def one_step_denoise(", "q3": "def ddim_step("},
-        public=("test_q1_matches_package", "test_q2_matches_package", "test_q3_matches_package"),
+        questions={"q1": 3, "q2": 4, "q3": 2, "q4": 1},
+        answers={"q1": "def v_to_eps_x0(", "q2": "def ddim_step(", "q3": "def ddim_loop(", "q4": "def psnr("},
+        public=(
+            "test_q1_recovers_the_noise_and_the_image",
+            "test_q1_matches_diffusers_v_prediction",
+            "test_q2_matches_package",
+            "test_q3_the_digits_model_draws_the_digits_asked_for",
+            "test_q4_matches_package",
+        ),
         hidden=(
-            "test_q1_per_sample_t",
-            "test_q2_per_sample_t",
-            "test_q3_last_step_returns_x0_hat",
-            "test_q3_sampling_loop",
+            "test_q1_per_image_t_and_the_velocity_round_trip",
+            "test_q2_last_step_returns_x0_hat",
+            "test_q2_sampling_loop",
+            "test_q3_matches_the_package_sampler",
+            "test_q4_one_reference_identical_images_and_half_precision",
         ),
     ),
     "02": Week(
@@ -69,40 +76,51 @@ WEEKS = {
         notebook="sampling_loops_2.ipynb",
         questions={"q1": 2, "q2": 3, "q3": 4, "q4": 3, "q5": 3},
         answers={
-            "q1": "def cfg(",
+            "q1": "def rescale_cfg(",
             "q2": "def sdedit_start(",
             "q3": "def keep_known(",
-            "q4": "def anagram_eps(",
-            "q5": "def hybrid_eps(",
+            "q4": "def multi_view_eps(",
+            "q5": "def inpaint_loop(",
         },
-        public=tuple(f"test_{q}_matches_package" for q in ("q1", "q2", "q3", "q4", "q5")),
+        public=(
+            "test_q1_matches_diffusers",
+            "test_q2_matches_package",
+            "test_q3_matches_package",
+            "test_q4_two_views_match_the_package",
+            "test_q5_a_three_completed_keeps_its_top_and_reads_as_three",
+        ),
         hidden=(
-            "test_q1_edge_cases_and_per_image_scales",
-            "test_q1_guided_sampling_loop",
+            "test_q1_per_image_spread",
             "test_q2_rejects_i_start_out_of_range",
             "test_q2_sdedit_loop",
             "test_q3_clean_end_and_per_image_masks",
             "test_q3_repaint_loop",
-            "test_q4_every_view_and_agreeing_estimates",
-            "test_q4_anagram_loop",
-            "test_q5_edge_cases",
-            "test_q5_hybrid_loop",
+            "test_q4_three_views_and_a_consistent_estimate",
+            "test_q5_draw_by_draw_the_packages_inpainting",
         ),
     ),
     "03": Week(
         folder="03_stable_diffusion",
         notebook="stable_diffusion.ipynb",
-        questions={"q1": 4, "q2": 3, "q3": 3},
-        answers={"q1": "def guided_eps(", "q2": "def swap_scheduler(", "q3": "def to_latents("},
-        public=tuple(f"test_{q}_matches_package" for q in ("q1", "q2", "q3")),
+        questions={"q1": 3, "q2": 3, "q3": 2, "q4": 2},
+        answers={
+            "q1": "def encode_prompt_by_hand(",
+            "q2": "def swap_scheduler(",
+            "q3": "def img2img_start(",
+            "q4": "def sample_with_embeddings(",
+        },
+        public=(
+            "test_q1_matches_the_pipeline",
+            "test_q2_matches_package",
+            "test_q3_matches_the_image_to_image_pipeline",
+            "test_q4_the_trained_model_draws_what_the_captions_name",
+        ),
         hidden=(
-            "test_q1_edge_cases",
-            "test_q1_runs_the_unet_once",
-            "test_q1_sampling_loop_matches_pipeline",
+            "test_q1_a_batch_the_empty_prompt_and_truncation",
             "test_q2_every_valid_scheduler",
             "test_q2_rejects_what_the_family_cannot_use",
-            "test_q3_shapes_and_scaling",
-            "test_q3_keeps_no_gradients",
+            "test_q3_the_edges_of_strength",
+            "test_q4_your_embeddings_give_the_pipelines_own_pictures",
         ),
     ),
     "04": Week(
@@ -235,7 +253,7 @@ def read_scores(path: Path) -> dict[str, Any]:
 
 
 def answer_cell(nb: nbformat.NotebookNode, signature: str) -> nbformat.NotebookNode:
-    """The code cell defining ``signature`` (e.g. ``def q_sample(``)."""
+    """The code cell defining ``signature`` (e.g. ``def ddim_step(``)."""
     return next(c for c in nb.cells if c.cell_type == "code" and signature in c.source)
 
 
@@ -259,7 +277,8 @@ def _week1_submissions(assigned: dict[str, Any], subs: Path) -> None:
     (subs / "bob").mkdir()
     shutil.copy(student, subs / "bob" / "untouched.ipynb")
     partial = nbformat.read(student, as_version=4)
-    answer_cell(partial, "def q_sample(").source = answer_cell(nbformat.read(solution, 4), "def q_sample(").source
+    signature = WEEKS["01"].answers["q1"]
+    answer_cell(partial, signature).source = answer_cell(nbformat.read(solution, 4), signature).source
     nbformat.write(partial, subs / "q1_only.ipynb")
     (subs / "broken.ipynb").write_text("not a notebook")
     (subs / ".ipynb_checkpoints").mkdir()
@@ -375,9 +394,9 @@ def test_assign_refuses_a_solution_that_fails_its_tests(tmp_path: Path) -> None:
     source = tmp_path / "assignments" / WEEK / NOTEBOOK
     source.parent.mkdir(parents=True)
     nb = nbformat.read(ROOT / "assignments" / WEEK / NOTEBOOK, as_version=4)
-    cell = answer_cell(nb, "def q_sample(")
-    cell.source = cell.source.replace(" + (1 - alpha_bar).sqrt() * eps", "")
-    assert "* eps" not in cell.source.split("END SOLUTION")[0]
+    cell = answer_cell(nb, "def v_to_eps_x0(")
+    cell.source = cell.source.replace("sin * x_t + cos * v_hat", "cos * v_hat")  # ε̂ loses its x_t term
+    assert "sin * x_t +" not in cell.source.split("END SOLUTION")[0]
     nbformat.write(nb, source)
     proc = grade_cli("assign", "--assignments-dir", tmp_path / "assignments", "--out", tmp_path / "dist")
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -416,7 +435,7 @@ def test_untouched_student_notebook_scores_less_than_full_marks(
 
 def test_each_question_is_scored_in_its_own_column(graded: dict[str, Any]) -> None:
     row = graded["rows"]["q1_only.ipynb"]
-    assert [float(row[q]) for q in QUESTIONS] == [3, 0, 0]
+    assert [float(row[q]) for q in QUESTIONS] == [3, 0, 0, 0]
     assert (float(row["total"]), float(row["percent"])) == (3, 30)
 
 

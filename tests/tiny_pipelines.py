@@ -243,33 +243,10 @@ def build_tiny_if_upscaler(path: str | Path, *, seed: int = SEED) -> Path:
 def build_tiny_shapes_sd(path: str | Path, *, seed: int = SEED) -> Path:
     """The course's miniature Stable Diffusion (``StableDiffusionPipeline``) at test size, random weights: the
     shapes tokenizer, a one-layer ``CLIPTextModel`` (width 32), a VAE of 8/16/16 channels (32×32 → 4×8×8) and a
-    U-Net of 32/32 channels, assembled by ``course_utils.models.shapes_sd.assemble_pipeline``."""
-    from transformers import CLIPTextConfig, CLIPTextModel
+    U-Net of 32/32 channels (``course_utils.models.shapes_sd.build_test_size_pipeline``), saved to ``path``."""
+    from course_utils.models.shapes_sd import build_test_size_pipeline
 
-    from course_utils.models.shapes_clip import build_shapes_tokenizer
-    from course_utils.models.shapes_sd import UNetConfig, assemble_pipeline, build_shapes_unet
-    from course_utils.models.shapes_vae import VAEConfig, build_shapes_vae
-
-    tokenizer = build_shapes_tokenizer()
-    torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=tokenizer.model_max_length,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    ).eval()
-    vae = build_shapes_vae(VAEConfig(block_out_channels=(8, 16, 16), norm_num_groups=4), seed=seed)
-    unet = build_shapes_unet(
-        UNetConfig(block_out_channels=(32, 32), attention_heads=4, cross_attention_dim=32, norm_num_groups=8), seed=seed
-    )
-    pipe = assemble_pipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+    pipe = build_test_size_pipeline(seed=seed)
     pipe.save_pretrained(path, safe_serialization=True)
     return Path(path)
 

@@ -55,6 +55,7 @@ __all__ = [
     "assemble_pipeline",
     "build_shapes_scheduler",
     "build_shapes_unet",
+    "build_test_size_pipeline",
     "load_shapes_sd",
     "min_snr_weights",
     "prompt_embeds",
@@ -262,6 +263,39 @@ def assemble_pipeline(
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def build_test_size_pipeline(*, seed: int = 0) -> StableDiffusionPipeline:
+    """The course's miniature Stable Diffusion at test size, with random weights: the shapes tokenizer, a one-layer
+    ``CLIPTextModel`` of width 32, a VAE of 8/16/16 channels (3×32×32 ↔ 4×8×8) and a U-Net of 32/32 channels — every
+    part the diffusers class of the real thing, each call in well under a second. The tests and week 3's assignment
+    build it; its pictures are noise."""
+    from transformers import CLIPTextConfig
+
+    from course_utils.models.shapes_clip import build_shapes_tokenizer
+    from course_utils.models.shapes_vae import VAEConfig, build_shapes_vae
+
+    tokenizer = build_shapes_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
+    vae = build_shapes_vae(VAEConfig(block_out_channels=(8, 16, 16), norm_num_groups=4), seed=seed)
+    config = UNetConfig(block_out_channels=(32, 32), attention_heads=4, cross_attention_dim=32, norm_num_groups=8)
+    unet = build_shapes_unet(config, seed=seed)
+    pipe = assemble_pipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def load_shapes_sd(path: str | Path, **kwargs) -> StableDiffusionPipeline:
