@@ -441,7 +441,7 @@ def test_each_question_is_scored_in_its_own_column(graded: dict[str, Any]) -> No
 
 def test_a_submission_otter_cannot_run_gets_zeros_and_an_error(graded: dict[str, Any]) -> None:
     row = graded["rows"]["broken.ipynb"]
-    assert [float(row[k]) for k in [*QUESTIONS, "total", "percent"]] == [0] * 5
+    assert [float(row[k]) for k in [*QUESTIONS, "total", "percent"]] == [0] * (len(QUESTIONS) + 2)
     assert row["possible"] == "10"
     assert row["error"].startswith("otter run failed") and "JSON" in row["error"]
 
@@ -449,7 +449,8 @@ def test_a_submission_otter_cannot_run_gets_zeros_and_an_error(graded: dict[str,
 def test_grade_prints_a_table_and_keeps_otter_results(graded: dict[str, Any]) -> None:
     lines = graded["stdout"].splitlines()
     assert any(line.split() == HEADER for line in lines), graded["stdout"]
-    assert any(line.split()[:5] == ["solution.ipynb", "3", "3", "4", "10"] for line in lines), graded["stdout"]
+    full = ["solution.ipynb", *(str(points) for points in QUESTIONS.values()), "10"]
+    assert any(line.split()[: len(full)] == full for line in lines), graded["stdout"]
     assert str(graded["out"] / "scores.csv") in graded["stdout"]
     assert (graded["out"] / "runs" / "bob" / "untouched" / "results.json").is_file()
 
@@ -490,7 +491,7 @@ def _with_notebook(tmp_path: Path) -> Path:
 BAD_INPUTS: dict[str, tuple[Callable[[Path, Path], list[str | Path]], str]] = {
     "unknown week to assign": (
         lambda tmp, dist: ["assign", "--weeks", "99"],
-        f"unknown week '99'; valid weeks: {VALID_WEEKS}",
+        f"unknown week '99'; valid weeks: 00, {VALID_WEEKS}",  # 00: week 0's answer key, no assignment
     ),
     "no subcommand": (lambda tmp, dist: [], "required"),
     "submissions missing": (lambda tmp, dist: ["grade", tmp / "nope", "--dist", dist], "no submissions folder"),
@@ -544,7 +545,8 @@ def _solution_lines(notebook: Path) -> set[str]:
             elif text.startswith("# END SOLUTION"):
                 inside = False
             elif (inside or text.endswith("# SOLUTION")) and len(text) >= LONG_LINE:
-                lines.add(text)
+                if not text.startswith(("import ", "from ")):  # imports are shared vocabulary too
+                    lines.add(text)
     return lines
 
 
@@ -553,9 +555,8 @@ def test_no_solution_line_appears_verbatim_in_the_week_notebooks(folder: str) ->
     (source,) = (ROOT / "assignments" / folder).glob("*.ipynb")
     solutions = _solution_lines(source)
     assert solutions, f"{source.name} marks no solution lines"  # the markers this test reads are there
-    week = folder[:2]
-    notebooks = sorted((ROOT / "weeks").glob(f"{week}_*/*.ipynb"))
-    assert notebooks, f"no week {week} notebook"
+    notebooks = sorted((ROOT / "weeks").glob("[0-9][0-9]_*/*.ipynb"))  # every week's, not only its own
+    assert len(notebooks) >= 9, notebooks
     for notebook in notebooks:
         text = "\n".join(cell.source for cell in nbformat.read(notebook, as_version=4).cells)  # code and prose
         shown = sorted(line for line in solutions if line in text)

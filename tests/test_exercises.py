@@ -23,7 +23,6 @@ from course_utils.errors import CourseError
 ROOT = Path(__file__).resolve().parents[1]
 WEEK_NOTEBOOKS = sorted((ROOT / "weeks").glob("*/*.ipynb"))
 ASSIGNMENTS = sorted((ROOT / "assignments").glob("*/*.ipynb"))
-MIN_SOLUTION_LINE = 25
 
 
 def _cells(path: Path) -> list[dict]:
@@ -121,53 +120,3 @@ def test_a_malformed_exercises_file_is_refused_in_one_line(tmp_path: Path, conte
         load_exercises("07", exercises_dir=tmp_path)
     with pytest.raises(CourseError, match="exactly one"):
         load_exercises("08", exercises_dir=tmp_path)
-
-
-# ---- the assignments ask for what the notebooks do not show ------------------------------------------------------
-
-
-def solution_lines(notebook: Path) -> list[str]:
-    """The lines of an otter source notebook's solutions (code between ``# BEGIN SOLUTION`` and ``# END SOLUTION``,
-    in a solution cell block or inside a cell), stripped, of at least ``MIN_SOLUTION_LINE`` characters, imports,
-    comments and otter's markers left out."""
-    lines, in_block = [], False
-    for cell in _cells(notebook):
-        text = _text(cell)
-        if cell["cell_type"] == "raw" and text.startswith("# BEGIN SOLUTION"):
-            in_block = True
-        elif cell["cell_type"] == "raw" and text.startswith("# END SOLUTION"):
-            in_block = False
-        elif cell["cell_type"] == "code":
-            inside = in_block and "# BEGIN SOLUTION" not in text  # a block cell without in-cell markers
-            for raw in text.splitlines():
-                line = raw.strip()
-                if "BEGIN SOLUTION" in line:
-                    inside = True
-                elif "END SOLUTION" in line:
-                    inside = False
-                elif inside and len(line) >= MIN_SOLUTION_LINE and not line.startswith(("import ", "from ", "#")):
-                    lines.append(line)
-    return lines
-
-
-def verbatim_in(lines: list[str], notebooks: list[Path]) -> list[tuple[str, str]]:
-    """``(line, notebook)`` for every line that appears verbatim in a notebook's cells."""
-    texts = {path.name: "\n".join(_text(c) for c in _cells(path)) for path in notebooks}
-    return [(line, name) for line in lines for name, text in texts.items() if line in text]
-
-
-@pytest.mark.parametrize("assignment", ASSIGNMENTS, ids=lambda p: p.parent.name)
-def test_no_solution_line_appears_verbatim_in_a_week_notebook(assignment: Path) -> None:
-    lines = solution_lines(assignment)
-    assert len(lines) >= 4, "the solutions hold code"
-    assert verbatim_in(lines, WEEK_NOTEBOOKS) == []
-
-
-def test_the_verbatim_check_finds_a_planted_solution_line(tmp_path: Path) -> None:
-    assignment = ASSIGNMENTS[0]
-    line = solution_lines(assignment)[0]
-    nb = json.loads(WEEK_NOTEBOOKS[0].read_text(encoding="utf-8"))
-    nb["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [], "source": [f"    {line}\n"]})
-    planted = tmp_path / WEEK_NOTEBOOKS[0].name
-    planted.write_text(json.dumps(nb), encoding="utf-8")
-    assert verbatim_in(solution_lines(assignment), [planted]) == [(line, planted.name)]
