@@ -367,9 +367,12 @@ class DrawingPad:
         if not 1 <= scale <= 32:
             raise CourseError(f"DrawingPad scale must be in 1..32 screen pixels per cell, got {scale}")
         if in_colab():  # Colab draws third-party widgets only through its custom widget manager
-            from google.colab import output
-
-            output.enable_custom_widget_manager()
+            try:
+                from google.colab import output
+            except ImportError:  # a kernel that only looks like Colab's (the tests' stand-in)
+                output = None
+            if output is not None:
+                output.enable_custom_widget_manager()
         self.size, self.channels, self.scale = size, channels, scale
         self.pixels = np.zeros((size, size, 3), dtype=np.float32)  # (H, W, RGB) in [0, 1]
         self.drawn = False

@@ -41,6 +41,6 @@ def test_bad_input_is_the_command_lines_one_line(panel, capsys):
     panel.prompt.value = "a red dog"
     with pytest.raises(CourseError, match="does not know: 'dog'"):
         panel.current()
-    panel._show()  # the message goes to the panel's output (stdout outside a kernel), not a traceback
+    panel.refresh()  # the message goes to the panel's output (stdout outside a kernel), not a traceback
     out = capsys.readouterr().out
     assert "error: prompt 'a red dog' has words course/shapes-sd does not know: 'dog'" in out and panel.last is None

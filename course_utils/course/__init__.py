@@ -4,6 +4,7 @@
   id the course names, its family, mirrors for withdrawn repos, gated-repo hints, the token lookup), ``paths``
   (where the repository keeps weeks, data and models; ``COURSE_ROOT`` overrides); ``colab`` (every notebook's
   setup cell and what it calls on Colab: install what Colab lacks in the running kernel; standard library only);
+  ``exercises`` (each week notebook's "Your turn" cell and the instructor's answer key, from ``exercises/NN_*.yml``);
 - faces: ``run`` (the papermill runner), ``grade`` (otter assign and grade), ``cli`` (``diffusion-course``, one
   subcommand per face).
 
