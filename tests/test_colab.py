@@ -317,7 +317,7 @@ def test_the_setup_cell_starts_week_1_on_a_colab_like_runtime(tmp_path: Path) ->
         cwd, package = where.split()
         assert Path(cwd) == course / WEEK and Path(package) == course / "course_utils" / "__init__.py"
         assert all(name in command for name in ("run", "generate", "assign")), command
-        assert f"widgets {colab_brought['ipywidgets']} GridBox 1 3 (32, 32)" in widgets, widgets
+        assert f"widgets {colab_brought['ipywidgets']} VBox 1 3 (32, 32)" in widgets, widgets
         assert _versions(python) == colab_brought, "the setup cell must leave Colab's torch and ipywidgets alone"
         print(f"Colab-like start: {time.perf_counter() - started:.0f} s; the setup cell printed:\n{first}")
     finally:
