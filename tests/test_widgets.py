@@ -100,7 +100,7 @@ def test_the_notebooks_cells_read_the_pad_not_a_flag() -> None:
     from pathlib import Path
 
     nb = json.loads(
-        Path(__file__).parents[1].joinpath("weeks/02_sampling_loops_2/02_sampling_loops_2.ipynb").read_text()
+        Path(__file__).parents[1].joinpath("weeks/02_sampling_loops_2/02b_editing.ipynb").read_text()
     )
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert "if live_widgets(interactive):\n    display(pad.widget)" in code
