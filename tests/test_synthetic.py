@@ -324,8 +324,8 @@ def test_a_min_clip_score_filters_the_metadata_only(reference, tmp_path, one_thr
 # ---------------------------------------------------------------------------------------------- kill -9
 
 
-def _command(out: Path) -> list[str]:
-    flags = ["--num_inference_steps", "5", "--variations", "2", "--limit", "8"]
+def _command(out: Path, *, limit: int = 8) -> list[str]:
+    flags = ["--num_inference_steps", "5", "--variations", "2", "--limit", str(limit)]
     return [sys.executable, "-m", "course_utils.synthetic.cli", "--input", str(INPUT), "--output_dir", str(out), *flags]
 
 
@@ -364,17 +364,20 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_is_done(tmp_path):
     the same command finishes the run."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     out = tmp_path / "interrupted"
-    process = subprocess.Popen(_command(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while recorded_images(out) < 4 and process.poll() is None:
+    total = 2 * 24  # every title of the bundled CSV: a few seconds of work, so the interrupt lands mid-run
+    process = subprocess.Popen(
+        _command(out, limit=24), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    while recorded_images(out) < 2 and process.poll() is None:
         time.sleep(0.005)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-500:]
     assert "stopped; everything finished is kept" in err and "Traceback" not in err
     with open(out / CSV, newline="") as f:
-        assert len(list(csv.DictReader(f))) == recorded_images(out) < 16
-    subprocess.run(_command(out), check=True, env=env, capture_output=True)
-    assert verify(out).ok and verify(out).counts["images"] == 16
+        assert len(list(csv.DictReader(f))) == recorded_images(out) < total
+    subprocess.run(_command(out, limit=24), check=True, env=env, capture_output=True)
+    assert verify(out).ok and verify(out).counts["images"] == total
 
 
 # ---------------------------------------------------------------------------------------------- shards, merge, verify
