@@ -31,7 +31,7 @@ from course_utils.synthetic.captioners import (
 )
 from course_utils.synthetic.journal import recorded_images
 from course_utils.synthetic.outputs import CSV, METADATA, merge, verify
-from course_utils.synthetic.pipeline import SyntheticConfig, describe, prepare, run
+from course_utils.synthetic.pipeline import SyntheticConfig, describe, kill_during, prepare, run, start_paused
 
 INPUT = ROOT / "data" / "synthetic" / "shapes_concepts.csv"
 FAST = {"num_inference_steps": 5, "variations": 2, "limit": 5}
@@ -361,23 +361,36 @@ def test_sigkill_at_seeded_random_points_loses_and_repeats_nothing(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_keeps_what_is_done(tmp_path):
     """SIGINT (Ctrl-C) ends the command with exit 130 and one line; the CSV already lists every committed image, and
-    the same command finishes the run."""
+    the same command finishes the run. The interrupt lands at a known point (image 3 written, not committed)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     out = tmp_path / "interrupted"
-    total = 2 * 24  # every title of the bundled CSV: a few seconds of work, so the interrupt lands mid-run
-    process = subprocess.Popen(
-        _command(out, limit=24), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    while recorded_images(out) < 2 and process.poll() is None:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    with open(tmp_path / "stderr.txt", "w+b") as log:
+        process = start_paused(_command(out), images=2, env=env, stderr=log)
+        assert recorded_images(out) == 2 and (out / "images").is_dir()
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGCONT)
+        process.wait(timeout=120)
+        log.seek(0)
+        err = log.read().decode()
     assert process.returncode == 130, err[-500:]
     assert "stopped; everything finished is kept" in err and "Traceback" not in err
     with open(out / CSV, newline="") as f:
-        assert len(list(csv.DictReader(f))) == recorded_images(out) < total
-    subprocess.run(_command(out, limit=24), check=True, env=env, capture_output=True)
-    assert verify(out).ok and verify(out).counts["images"] == total
+        assert len(list(csv.DictReader(f))) == recorded_images(out) == 2
+    subprocess.run(_command(out), check=True, env=env, capture_output=True)
+    assert verify(out).ok and verify(out).counts["images"] == 16
+
+
+def test_kill_during_kills_at_the_same_point_on_every_machine(tmp_path):
+    """``kill_during`` stops the run with its journal at ``images`` rows and the next file written without one (an
+    orphan), however fast the machine draws; a run that would end before that point is an error, not a silent
+    finish."""
+    small = config(tmp_path / "killed", limit=2, variations=2)
+    held = kill_during(small, images=1)
+    assert held == 1
+    assert sorted(p.name for p in (tmp_path / "killed" / "images").glob("*.png")) == ["000000-0.png", "000000-1.png"]
+    assert any("orphan" in problem for problem in verify(tmp_path / "killed").problems)
+    with pytest.raises(CourseError, match="never reached image 5"):
+        kill_during(config(tmp_path / "short", limit=2, variations=2), images=4)
 
 
 # ---------------------------------------------------------------------------------------------- shards, merge, verify

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from course_utils.course.registry import resolve_text_model
 from course_utils.errors import CourseError, check_choice
@@ -58,6 +62,7 @@ __all__ = [
     "prepare",
     "read_titles",
     "run",
+    "start_paused",
 ]
 
 ENGINES = ("local", "ray")
@@ -409,9 +414,11 @@ def run(config: SyntheticConfig, *, prepared: Prepared | None = None, progress: 
     """Run (or resume) both stages, then rebuild the CSV and ``metadata.jsonl``; return the counts. ``progress``:
     a bar per stage (items/s, time left) on stderr.
 
-    A ``KeyboardInterrupt`` stops after the item in hand; everything committed stays, the outputs are rebuilt, and
-    the interrupt is raised again for the caller to report.
+    A ``KeyboardInterrupt`` stops the run where it is; everything committed stays, the outputs are rebuilt, and the
+    interrupt is raised again for the caller to report. (With ``DIFFUSION_COURSE_PAUSE_AT_IMAGE`` set the process
+    stops itself at a known point: :func:`start_paused`.)
     """
+    pause_at = _pause_point()
     prepared = prepared or prepare(config)
     folder = Path(config.output_dir)
     journal = _start(prepared)
@@ -435,10 +442,14 @@ def run(config: SyntheticConfig, *, prepared: Prepared | None = None, progress: 
                 bar.update()
         # stage 2: captions → images, each written then committed
         work = pending_renders(journal)
+        committed = journal.counts()["images"]
         with _progress(sum(len(w["todo"]) for w in work), desc="images", unit="img", show=progress) as bar:
             for out in engine.images(work):
                 file = f"{IMAGES}/{out['caption_id']}.png"
                 sha = write_png(folder / file, out["png"])
+                if committed == pause_at:
+                    _pause()
+                committed += 1
                 journal.record_image(ImageRow(out["caption_id"], file, sha, out["clip_score"], out["seconds"]))
                 rendered += 1
                 render_seconds.append(out["seconds"])
@@ -500,25 +511,69 @@ def command_line(config: SyntheticConfig) -> list[str]:
     return args
 
 
-def kill_during(config: SyntheticConfig, *, images: int, timeout: float = 600.0) -> int:
-    """Start ``config``'s run as a command (``python -m course_utils.synthetic.cli``), send it SIGKILL once its
-    journal holds ``images`` images, and return how many it holds then (a demonstration of what a crash leaves)."""
-    import os
-    import signal
-    import subprocess
-    import time
+PAUSE_VARIABLE = "DIFFUSION_COURSE_PAUSE_AT_IMAGE"
 
-    folder = Path(config.output_dir)
+
+def _pause_point() -> int | None:
+    value = os.environ.get(PAUSE_VARIABLE)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise CourseError(f"{PAUSE_VARIABLE} must be a whole number of images, not {value!r}")
+    return int(value)
+
+
+def _pause() -> None:
+    """Stop this process (SIGSTOP) until another one continues (SIGCONT), interrupts or kills it."""
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _terminal_like() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C raises KeyboardInterrupt even if the parent ignores it
+
+
+def start_paused(command: Sequence[str], *, images: int, env: dict[str, str] | None = None,
+                 stderr: IO[bytes] | None = None, timeout: float = 600.0) -> subprocess.Popen:  # fmt: skip
+    """Start a ``synthetic`` ``command`` (an argv) and return once it has stopped itself at a known point: its journal
+    holds ``images`` images and the next image's file is written but not yet committed — the moment at which a
+    crash leaves an orphan file behind. The caller then kills it (SIGKILL), interrupts it (SIGINT, then SIGCONT) or
+    lets it go on (SIGCONT). ``stderr``: a binary file that receives the command's messages (a temporary one by
+    default). A run that ends before that point raises :class:`CourseError`.
+
+    The point is given by ``DIFFUSION_COURSE_PAUSE_AT_IMAGE`` in the child's environment, so that a demonstration
+    or a test interrupts at the same place on every machine, however fast it draws.
+    """
+    import tempfile
+
+    env = {**(os.environ if env is None else env), PAUSE_VARIABLE: str(images)}
+    log = stderr if stderr is not None else tempfile.TemporaryFile()
+    process = subprocess.Popen(list(command), env=env, stdout=subprocess.DEVNULL, stderr=log,
+                               preexec_fn=_terminal_like)  # fmt: skip
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        pid, status = os.waitpid(process.pid, os.WUNTRACED | os.WNOHANG)
+        if pid and os.WIFSTOPPED(status):
+            return process
+        if pid:  # it ended before the point
+            process.returncode = os.waitstatus_to_exitcode(status)
+            log.seek(0)
+            why = log.read().decode(errors="replace").strip()[-300:] if process.returncode else "it finished"
+            raise CourseError(f"the run never reached image {images + 1} ({why}); choose a smaller number of images")
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    raise CourseError(f"the run did not reach image {images + 1} within {timeout:.0f} s")
+
+
+def kill_during(config: SyntheticConfig, *, images: int, timeout: float = 600.0) -> int:
+    """Start ``config``'s run as a command (``python -m course_utils.synthetic.cli``), kill it with SIGKILL once its
+    journal holds ``images`` images and the next image is written but not committed (:func:`start_paused`), and
+    return how many images the journal holds then: a demonstration of what a crash leaves, the same on every
+    machine."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
                                                                      os.environ.get("PYTHONPATH")]))}  # fmt: skip
-
     command = [sys.executable, "-m", "course_utils.synthetic.cli", *command_line(config)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    started = time.monotonic()
-    while recorded_images(folder) < images and process.poll() is None and time.monotonic() - started < timeout:
-        time.sleep(0.01)
-    if process.poll() is not None and process.returncode != 0:
-        raise CourseError(f"the run failed before it could be killed: {process.stderr.read().strip()[-300:]}")
+    process = start_paused(command, images=images, env=env, timeout=timeout)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    return recorded_images(folder)
+    return recorded_images(config.output_dir)
