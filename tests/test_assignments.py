@@ -10,6 +10,7 @@ share the checks every assignment must pass (student notebook, autograder zip, f
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import subprocess
@@ -285,10 +286,32 @@ def _week1_submissions(assigned: dict[str, Any], subs: Path) -> None:
     shutil.copy(solution, subs / ".ipynb_checkpoints" / "solution-checkpoint.ipynb")
 
 
+def _class_submissions(assigned: dict[str, Any], folder: Path) -> None:
+    """A class's folder as a learning platform hands it over: weeks mixed, names prefixed, one of each failure."""
+    w1, w2 = assigned["weeks"]["01"], assigned["weeks"]["02"]
+    solution = nbformat.read(w1 / "autograder" / NOTEBOOK, as_version=4)
+    del solution.metadata["otter"]  # as in a notebook copied cell by cell: only the file name tells the assignment
+    nbformat.write(solution, folder / "alice_1234_sampling_loops_1.ipynb")
+    shutil.copy(w2 / "student" / WEEKS["02"].notebook, folder / "bob_5678_sampling_loops_2-1.ipynb")
+    carol = nbformat.read(w1 / "student" / NOTEBOOK, as_version=4)  # q1 answered, then a cell that raises
+    q1 = WEEKS["01"].answers["q1"]
+    answer_cell(carol, q1).source = answer_cell(solution, q1).source
+    raising = nbformat.v4.new_code_cell("raise RuntimeError('oops')")
+    carol.cells.insert(carol.cells.index(answer_cell(carol, q1)) + 1, raising)
+    (folder / "carol").mkdir()
+    nbformat.write(carol, folder / "carol" / "submission.ipynb")  # the metadata tells the assignment
+    dave = nbformat.read(w1 / "student" / NOTEBOOK, as_version=4)  # a cell that kills the kernel
+    dave.cells.insert(2, nbformat.v4.new_code_cell("import os\nos._exit(1)"))
+    nbformat.write(dave, folder / "dave_42_sampling_loops_1.ipynb")
+    (folder / "eve_7_sampling_loops_1.ipynb").write_bytes(b"\x89PNG\r\n\x1a\n")  # an image, renamed
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")]), folder / "notes.ipynb")
+
+
 @pytest.fixture(scope="module")
 def graded_weeks(assigned: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """Grade every week at once: week 1's submissions from a dist holding only week 1 (so no ``--week``), each
-    other week's solution and untouched student notebook from the shared dist with ``--week NN``."""
+    other week's solution and untouched student notebook from the shared dist with ``--week NN``, and a class's
+    folder mixing weeks ("class"), once whole and once with ``--week 2`` ("class-02")."""
     subs1 = tmp_path_factory.mktemp("submissions")
     _week1_submissions(assigned, subs1)
     dist1 = tmp_path_factory.mktemp("dist1")
@@ -308,11 +331,18 @@ def graded_weeks(assigned: dict[str, Any], tmp_path_factory: pytest.TempPathFact
         outs[week_id] = tmp_path_factory.mktemp(f"grades{week_id}")
         runs[week_id] = ["grade", subs, "--dist", assigned["dist"], "--week", week_id, "--out", outs[week_id]]
         runs[week_id] += ["--jobs", "2"]
+    folder = tmp_path_factory.mktemp("class")
+    _class_submissions(assigned, folder)
+    for name, only in (("class", []), ("class-02", ["--week", "2"])):
+        outs[name] = tmp_path_factory.mktemp(name)
+        runs[name] = ["grade", folder, "--dist", assigned["dist"], "--out", outs[name], "--jobs", "3", *only]
     results = grade_clis(runs)
     graded = {}
-    for week, (code, output) in results.items():
+    for name, (code, output) in results.items():
         assert code == 0, output
-        graded[week] = {**read_scores(outs[week] / "scores.csv"), "out": outs[week], "stdout": output}
+        graded[name] = {"out": outs[name], "stdout": output, "class": read_scores(outs[name] / "scores.csv")}
+        if name in WEEKS:
+            graded[name].update(read_scores(outs[name] / f"scores-{name}.csv"))
     return graded
 
 
@@ -407,9 +437,14 @@ def test_assign_refuses_a_solution_that_fails_its_tests(tmp_path: Path) -> None:
 # ---- grade -----------------------------------------------------------------------------------------------
 
 
-def test_scores_csv_has_one_row_per_submission_and_question_columns(graded: dict[str, Any]) -> None:
+def test_scores_files_have_one_row_per_submission_and_the_weeks_one_a_column_per_question(
+    graded: dict[str, Any],
+) -> None:
     assert graded["header"] == HEADER
     assert set(graded["rows"]) == {"solution.ipynb", "bob/untouched.ipynb", "q1_only.ipynb", "broken.ipynb"}
+    assert graded["class"]["header"] == CLASS_HEADER
+    assert set(graded["class"]["rows"]) == set(graded["rows"])
+    assert {row["week"] for row in graded["class"]["rows"].values()} == {"01"}
 
 
 @pytest.mark.parametrize("week_id", list(WEEKS))
@@ -439,20 +474,102 @@ def test_each_question_is_scored_in_its_own_column(graded: dict[str, Any]) -> No
     assert (float(row["total"]), float(row["percent"])) == (3, 30)
 
 
-def test_a_submission_otter_cannot_run_gets_zeros_and_an_error(graded: dict[str, Any]) -> None:
+def test_a_file_that_is_not_a_notebook_gets_zeros_and_its_reason(graded: dict[str, Any]) -> None:
     row = graded["rows"]["broken.ipynb"]
     assert [float(row[k]) for k in [*QUESTIONS, "total", "percent"]] == [0] * (len(QUESTIONS) + 2)
-    assert row["possible"] == "10"
-    assert row["error"].startswith("otter run failed") and "JSON" in row["error"]
+    assert row["possible"] == "10"  # the only week built grades what names no assignment
+    assert row["error"] == "not a notebook: corrupt JSON (Expecting value at line 1, column 1)"
 
 
 def test_grade_prints_a_table_and_keeps_otter_results(graded: dict[str, Any]) -> None:
     lines = graded["stdout"].splitlines()
-    assert any(line.split() == HEADER for line in lines), graded["stdout"]
-    full = ["solution.ipynb", *(str(points) for points in QUESTIONS.values()), "10"]
-    assert any(line.split()[: len(full)] == full for line in lines), graded["stdout"]
+    assert any(line.split() == CLASS_HEADER for line in lines), graded["stdout"]
+    assert any(line.split() == ["solution.ipynb", "01", "sampling_loops_1", "10", "10", "100.0"] for line in lines)
     assert str(graded["out"] / "scores.csv") in graded["stdout"]
+    assert str(graded["out"] / "scores-01.csv") in graded["stdout"]
     assert (graded["out"] / "runs" / "bob" / "untouched" / "results.json").is_file()
+    assert "[4/4]" in graded["stdout"], "a line per submission as it is graded"
+
+
+# ---- a class's folder: weeks mixed, failures of every kind ---------------------------------------------------
+
+CLASS_HEADER = ["submission", "week", "assignment", "total", "possible", "percent", "error"]
+
+
+def test_a_class_folder_is_graded_submission_by_submission_with_the_assignment_each_one_is(
+    graded_weeks: dict[str, dict[str, Any]],
+) -> None:
+    scores = graded_weeks["class"]["class"]
+    assert scores["header"] == CLASS_HEADER
+    rows = {name: [row[k] for k in CLASS_HEADER[1:6]] for name, row in scores["rows"].items()}
+    assert rows == {
+        "alice_1234_sampling_loops_1.ipynb": ["01", "sampling_loops_1", "10", "10", "100.0"],  # by its name
+        "bob_5678_sampling_loops_2-1.ipynb": ["02", "sampling_loops_2", "0", "15", "0.0"],  # a platform's "-1"
+        "carol/submission.ipynb": ["01", "sampling_loops_1", "3", "10", "30.0"],  # by otter's metadata
+        "dave_42_sampling_loops_1.ipynb": ["01", "sampling_loops_1", "0", "10", "0.0"],
+        "eve_7_sampling_loops_1.ipynb": ["01", "sampling_loops_1", "0", "10", "0.0"],
+        "notes.ipynb": ["", "", "0", "0", "0.0"],
+    }
+    errors = {name: row["error"] for name, row in scores["rows"].items()}
+    assert errors["alice_1234_sampling_loops_1.ipynb"] == errors["bob_5678_sampling_loops_2-1.ipynb"] == ""
+    assert errors["carol/submission.ipynb"] == (
+        "graded, but a cell raised RuntimeError: oops (in the cell starting `raise RuntimeError('oops')`)"
+    )
+    assert errors["dave_42_sampling_loops_1.ipynb"].startswith("otter run failed: "), errors
+    assert "Kernel died" in errors["dave_42_sampling_loops_1.ipynb"], errors
+    assert errors["eve_7_sampling_loops_1.ipynb"] == "not a notebook: its bytes are not UTF-8 text"
+    assert errors["notes.ipynb"].startswith("not an assignment notebook: "), errors
+    assert "sampling_loops_1 (01)" in errors["notes.ipynb"], "the message names the assignments it knows"
+
+
+def test_a_class_folder_gets_a_scores_file_per_week_with_its_questions(
+    graded_weeks: dict[str, dict[str, Any]],
+) -> None:
+    out = graded_weeks["class"]["out"]
+    assert sorted(p.name for p in out.glob("scores*.csv")) == ["scores-01.csv", "scores-02.csv", "scores.csv"]
+    week1, week2 = read_scores(out / "scores-01.csv"), read_scores(out / "scores-02.csv")
+    assert week1["header"] == HEADER and week2["header"] == WEEKS["02"].header
+    assert set(week1["rows"]) == {
+        "alice_1234_sampling_loops_1.ipynb",
+        "carol/submission.ipynb",
+        "dave_42_sampling_loops_1.ipynb",
+        "eve_7_sampling_loops_1.ipynb",
+    }
+    assert [week1["rows"]["carol/submission.ipynb"][q] for q in QUESTIONS] == ["3", "0", "0", "0"]
+    assert list(week2["rows"]) == ["bob_5678_sampling_loops_2-1.ipynb"]
+
+
+def test_feedback_names_failed_tests_and_keeps_hidden_messages_back(graded_weeks: dict[str, dict[str, Any]]) -> None:
+    out = graded_weeks["class"]["out"]
+    alice = (out / "feedback" / "alice_1234_sampling_loops_1.txt").read_text()
+    assert "Score: 10 of 10 points (100.0 %)" in alice and "failed" not in alice
+    carol = (out / "feedback" / "carol" / "submission.txt").read_text()
+    assert "Score: 3 of 10 points (30.0 %)" in carol
+    details = json.loads((out / "runs" / "carol" / "submission" / "details.json").read_text())["questions"]
+    failed = [c for q in ("q2", "q3", "q4") for c in details[q]["cases"] if not c["passed"]]
+    assert any(c["hidden"] for c in failed) and any(not c["hidden"] for c in failed), failed
+    for case in failed:
+        if case["hidden"]:
+            assert f"failed {case['name']} (a hidden test: its message is not shown)" in carol
+            assert case["message"] and case["message"] not in carol
+        else:
+            assert f"failed {case['name']}:" in carol
+            assert case["message"].splitlines()[-1] in carol
+    assert "RuntimeError: oops" in carol
+    eve = (out / "feedback" / "eve_7_sampling_loops_1.txt").read_text()
+    assert "Not graded: not a notebook: its bytes are not UTF-8 text." in eve
+
+
+def test_week_keeps_only_that_weeks_submissions(graded_weeks: dict[str, dict[str, Any]]) -> None:
+    run = graded_weeks["class-02"]
+    rows = run["class"]["rows"]
+    assert set(rows) == {"bob_5678_sampling_loops_2-1.ipynb", "notes.ipynb"}
+    assert rows["notes.ipynb"]["week"] == "02", "with --week, a notebook naming no assignment is graded as that week"
+    assert rows["notes.ipynb"]["possible"] == "15" and rows["notes.ipynb"]["error"] == ""
+    left_out = next(line for line in run["stdout"].splitlines() if line.startswith("left out"))
+    for name in ("alice_1234_sampling_loops_1.ipynb", "carol/submission.ipynb", "eve_7_sampling_loops_1.ipynb"):
+        assert name in left_out
+    assert not (run["out"] / "scores-01.csv").exists()
 
 
 def test_a_submission_over_the_time_limit_gets_an_error_row(assigned: dict[str, Any], tmp_path: Path) -> None:
@@ -488,6 +605,12 @@ def _with_notebook(tmp_path: Path) -> Path:
     return tmp_path / "subs"
 
 
+def _bad_autograder(tmp_path: Path) -> Path:
+    (tmp_path / "dist" / "01_x" / "autograder").mkdir(parents=True)
+    (tmp_path / "dist" / "01_x" / "autograder" / "autograder.zip").write_text("not a zip")
+    return tmp_path / "dist"
+
+
 BAD_INPUTS: dict[str, tuple[Callable[[Path, Path], list[str | Path]], str]] = {
     "unknown week to assign": (
         lambda tmp, dist: ["assign", "--weeks", "99"],
@@ -508,9 +631,9 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path, Path], list[str | Path]], str]] = {
         lambda tmp, dist: ["grade", _with_notebook(tmp), "--dist", dist, "--week", "99"],
         f"unknown week '99'; valid weeks: {VALID_WEEKS}",
     ),
-    "several weeks built, no --week": (
-        lambda tmp, dist: ["grade", _with_notebook(tmp), "--dist", dist],
-        f"holds several weeks ({VALID_WEEKS}); choose one with --week",
+    "an autograder that is not a zip": (
+        lambda tmp, dist: ["grade", _with_notebook(tmp), "--dist", _bad_autograder(tmp)],
+        "autograder.zip is not an otter autograder zip; run `make assignments` again",
     ),
     "bad --jobs": (lambda tmp, dist: ["grade", _with_notebook(tmp), "--jobs", "0"], "positive integer"),
 }

@@ -12,18 +12,22 @@ each, which writes ``<out>/<NN>_<slug>/student/<name>.ipynb`` (solutions and hid
 against every test on the way and must score full marks. In both notebooks otter's init cell (``import otter``)
 then follows the setup cell (on Colab the setup cell installs otter-grader), not the other way round.
 
-``grade`` runs ``otter run`` (no Docker: submissions execute on a kernel of *this* interpreter, which must
-import ``course_utils``) on every ``*.ipynb`` under SUBMISSIONS, keeps each run's ``results.json`` and log
-under ``<out>/runs/``, and writes ``<out>/scores.csv``: one row per submission with the submission's path,
-one score column per question, ``total``, ``possible``, ``percent`` and ``error``. A submission otter cannot
-grade (not a notebook, for another assignment, timed out) gets zeros and an error note; the others go on.
+``grade`` grades a whole class: every ``*.ipynb`` under SUBMISSIONS, whichever weeks they mix. It tells each
+submission's assignment from the notebook itself (:func:`identify`: otter's metadata, else a file name ending in
+the assignment's name, as a learning platform's download ``alice_1234_sampling_loops_1.ipynb``), runs ``otter run``
+on it (no Docker: submissions execute on a kernel of *this* interpreter, which must import ``course_utils``),
+keeps each run's ``results.json``, ``details.json`` and log under ``<out>/runs/``, and writes
+(:mod:`course_utils.course.gradebook`) ``<out>/scores.csv`` (submission, week, assignment, total, possible,
+percent, error), ``<out>/scores-NN.csv`` per week with a column per question, and ``<out>/feedback/<name>.txt``
+per submission to hand back. A file that is not an assignment notebook, corrupt JSON, a run over the time limit or
+one otter cannot grade gets 0 points and its reason in ``error``; the others are graded all the same.
+``--week NN`` grades only that week's submissions (and those that name no assignment, with that week's).
 Exit code 0 on success, 2 (one line on stderr) for a mistake in the input or a solution failing its tests.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -34,34 +38,41 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from course_utils.course.colab import is_setup_cell
+from course_utils.course.gradebook import Grade, class_rows, print_table, week_rows, write_csv, write_feedback
+from course_utils.course.otter_run import DETAILS
 from course_utils.course.paths import ROOT, select_weeks, week_folders
 from course_utils.errors import ArgumentParser, CourseError, check_choice, main_guard
 
 __all__ = [
     "AUTOGRADER_ZIP",
+    "Assignment",
     "Built",
     "Grade",
+    "Graded",
     "assign",
-    "find_autograder",
+    "built_assignments",
     "find_submissions",
     "grade",
     "grade_one",
+    "identify",
     "init_after_setup",
     "main",
     "read_questions",
+    "select_assignments",
     "sources",
-    "write_scores",
 ]
 
 ASSIGNMENTS_DIR = ROOT / "assignments"
 DEFAULT_DIST = Path("dist")
 DEFAULT_GRADES = Path("build/grades")
+FEEDBACK = "feedback"
 AUTOGRADER_ZIP = "autograder.zip"
 ASSIGN_TIMEOUT_S = 1800
 DEFAULT_JOBS = min(4, os.cpu_count() or 1)
@@ -98,24 +109,54 @@ def find_submissions(path: Path) -> list[Path]:
     return found
 
 
-def find_autograder(dist: Path, *, week: str | None, assignments_dir: Path = ASSIGNMENTS_DIR) -> Path:
-    """``<dist>/<NN>_<slug>/autograder/autograder.zip`` for ``week`` (``None``: the only week built)."""
-    built_folders = week_folders(dist)
-    built = {w: f / "autograder" / AUTOGRADER_ZIP for w, f in built_folders.items()}
-    built = {w: z for w, z in built.items() if z.is_file()}
+@dataclass(frozen=True)
+class Assignment:
+    """One built assignment: its week, otter's name for it (``sampling_loops_1``) and its autograder zip."""
+
+    week: str
+    name: str
+    autograder: Path
+
+
+def _assignment_name(autograder: Path) -> str:
+    """The ``assignment_name`` otter assign wrote into the zip's ``otter_config.json``."""
+    try:
+        with zipfile.ZipFile(autograder) as zf:
+            config = json.loads(zf.read("otter_config.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError):
+        raise CourseError(f"{autograder} is not an otter autograder zip; run `make assignments` again") from None
+    name = config.get("assignment_name") if isinstance(config, dict) else None
+    if not isinstance(name, str) or not name:
+        raise CourseError(f"{autograder} names no assignment in its otter_config.json; run `make assignments` again")
+    return name
+
+
+def built_assignments(dist: Path) -> dict[str, Assignment]:
+    """Week id → :class:`Assignment`, for every ``<dist>/<NN>_<slug>/autograder/autograder.zip``."""
+    found = {}
+    for week, folder in week_folders(dist).items():
+        autograder = folder / "autograder" / AUTOGRADER_ZIP
+        if autograder.is_file():
+            found[week] = Assignment(week=week, name=_assignment_name(autograder), autograder=autograder)
+    return found
+
+
+def select_assignments(
+    dist: Path, *, week: str | None, assignments_dir: Path = ASSIGNMENTS_DIR
+) -> tuple[dict[str, Assignment], str | None]:
+    """Every assignment built under ``dist``, and the week ``--week`` asks for (checked; ``None``: every week)."""
+    built = built_assignments(dist)
     if week is None:
-        if len(built) == 1:
-            return next(iter(built.values()))
         if not built:
             raise CourseError(f"no autograder under {dist}; run `make assignments` first")
-        raise CourseError(f"{dist} holds several weeks ({', '.join(built)}); choose one with --week")
+        return built, None
     known = dict(_known_sources(assignments_dir))
-    known.update(built_folders)
+    known.update(week_folders(dist))
     week = check_choice("week", week.strip().zfill(2), sorted(known))
     if week not in built:
         expected = dist / known[week].name / "autograder" / AUTOGRADER_ZIP
         raise CourseError(f"no autograder for week {week} at {expected}; run `make assignments` first")
-    return built[week]
+    return built, week
 
 
 def _known_sources(assignments_dir: Path) -> dict[str, Path]:
@@ -126,18 +167,68 @@ def _known_sources(assignments_dir: Path) -> dict[str, Path]:
         return {}
 
 
+RESUBMITTED = re.compile(r"(-\d+| \(\d+\))$")
+"""What a platform or a browser appends to a file downloaded twice: ``name-2``, ``name (2)``."""
+
+
+def identify(
+    notebook: Path, assignments: Sequence[Assignment], *, fallback: Assignment | None = None
+) -> tuple[Assignment | None, str]:
+    """Which of ``assignments`` the submission ``notebook`` is: ``(assignment, "")``, or ``(None, why not)``.
+
+    In this order: the ``assignment_name`` otter assign writes into the student notebook's metadata; the file
+    name, which ends in the assignment's name (a learning platform's download prefixes the student's:
+    ``alice_1234_sampling_loops_1.ipynb``; a ``-2`` or `` (2)`` after it is ignored; the longest name wins);
+    ``fallback`` (the week ``--week`` asks for, or the only week built) for a notebook that says neither.
+    A file that is not a notebook is refused whatever its name.
+    """
+    by_file_name = _by_file_name(notebook, assignments) or fallback
+    try:
+        nb = json.loads(notebook.read_bytes())
+    except UnicodeDecodeError:
+        return by_file_name, "not a notebook: its bytes are not UTF-8 text"
+    except json.JSONDecodeError as err:
+        return by_file_name, f"not a notebook: corrupt JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        return by_file_name, "not a notebook: its JSON holds no list of cells"
+    names = ", ".join(f"{a.name} ({a.week})" for a in assignments)
+    name = _metadata_name(nb)
+    if name is not None:
+        found = next((a for a in assignments if a.name == name), None)
+        return (found, "") if found else (None, f"an assignment named {name!r} in its metadata; built: {names}")
+    if by_file_name is not None:
+        return by_file_name, ""
+    return None, f"not an assignment notebook: no assignment name in its metadata, none of {names} ending its name"
+
+
+def _metadata_name(nb: dict[str, Any]) -> str | None:
+    """The ``assignment_name`` otter assign wrote into a notebook's metadata, if it is there."""
+    metadata = nb.get("metadata")
+    otter = metadata.get("otter") if isinstance(metadata, dict) else None
+    name = otter.get("assignment_name") if isinstance(otter, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def _by_file_name(notebook: Path, assignments: Sequence[Assignment]) -> Assignment | None:
+    """The assignment whose name ends the file's (``alice_1234_sampling_loops_1``), the longest if several."""
+    stem = RESUBMITTED.sub("", notebook.stem)
+    matches = [a for a in assignments if stem == a.name or stem.endswith(tuple(c + a.name for c in "_- "))]
+    return max(matches, key=lambda a: len(a.name)) if matches else None
+
+
 # ---- running otter ----------------------------------------------------------------------------------------
 
 
-def _otter(args: Sequence[str], *, timeout: float) -> tuple[int | None, str]:
-    """Run ``python -m otter ARGS``: (exit code or ``None`` on timeout, stdout and stderr together).
+def _otter(args: Sequence[str], *, timeout: float, module: str = "otter") -> tuple[int | None, str]:
+    """Run ``python -m MODULE ARGS`` (otter's own command line by default): (exit code or ``None`` on timeout,
+    stdout and stderr together).
 
     It runs in its own process group, so a timeout also ends the kernel otter started.
     """
     # one OpenMP thread per run: several kernels on few cores otherwise slow each other down many times over
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "otter", *args],
+        [sys.executable, "-m", module, *args],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -222,20 +313,6 @@ def init_after_setup(notebook: Path) -> bool:
 # ---- grade ------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Grade:
-    """One submission's scores per question (zeros when ``error`` says why otter could not grade it)."""
-
-    submission: str
-    scores: dict[str, float]
-    error: str = ""
-
-    @property
-    def total(self) -> float:
-        """The points earned."""
-        return sum(self.scores.values())
-
-
 def _natural(name: str) -> list[object]:
     """Sort key putting ``q2`` before ``q10``."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
@@ -267,71 +344,113 @@ def _read_results(results: Path, questions: Sequence[str]) -> dict[str, float] |
     return {q: float(tests.get(q) or 0.0) for q in questions}
 
 
+INIT_CELL = re.compile(r"""otter\.Notebook\(\s*(?:nb_path\s*=\s*)?["']([^"'/\\]+\.ipynb)["']""")
+"""The notebook file name in otter's init cell, ``grader = otter.Notebook("sampling_loops_1.ipynb")``."""
+
+
+def _init_notebook(nb: dict[str, Any]) -> str | None:
+    """The file name otter's init cell opens, if the notebook has that cell."""
+    for cell in nb.get("cells", []):
+        source = cell.get("source", "") if isinstance(cell, dict) else ""
+        found = INIT_CELL.search("".join(source) if isinstance(source, list) else str(source))
+        if found:
+            return found.group(1)
+    return None
+
+
 def grade_one(
-    notebook: Path, *, name: str, autograder: Path, questions: Sequence[str], workdir: Path, timeout: float
+    notebook: Path, *, name: str, assignment: Assignment, questions: dict[str, float], workdir: Path, timeout: float
 ) -> Grade:
-    """``otter run`` one submission in ``workdir`` (replaced); its log goes to ``workdir/otter-run.log``."""
+    """``otter run`` one submission in ``workdir`` (replaced); its log goes to ``workdir/otter-run.log``.
+
+    otter runs a copy, ``workdir/submission/<the name otter's init cell opens>.ipynb``: a learning platform renames
+    the file (``alice_1234_sampling_loops_1.ipynb``) and the init cell, ``otter.Notebook("sampling_loops_1.ipynb")``,
+    would then fail (and with it every ``grader.check`` cell). A copy told by its file name also gets the
+    ``assignment_name`` otter grades by written into its metadata.
+    """
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    args = ["run", "--no-logo", "-a", str(autograder.resolve()), "-o", str(workdir.resolve()), str(notebook.resolve())]
-    code, output = _otter(args, timeout=timeout)
+    nb = json.loads(notebook.read_bytes())
+    if _metadata_name(nb) is None:
+        metadata = nb["metadata"] = nb.get("metadata") if isinstance(nb.get("metadata"), dict) else {}
+        otter = metadata["otter"] = metadata.get("otter") if isinstance(metadata.get("otter"), dict) else {}
+        otter["assignment_name"] = assignment.name
+    notebook = workdir / "submission" / (_init_notebook(nb) or f"{assignment.name}.ipynb")
+    notebook.parent.mkdir()
+    notebook.write_text(json.dumps(nb))
+    args = [str(assignment.autograder.resolve()), str(workdir.resolve()), str(notebook.resolve())]
+    code, output = _otter(args, timeout=timeout, module="course_utils.course.otter_run")
     (workdir / "otter-run.log").write_text(output)
-    zeros = dict.fromkeys(questions, 0.0)
+    failed = Grade.zeros(name, assignment.week, assignment.name, questions)
     if code is None:
-        return Grade(name, zeros, f"timed out after {timeout:g} s")
-    results = workdir / "results.json"
-    scores = _read_results(results, questions) if code == 0 and results.is_file() else None
+        return replace(failed, error=f"timed out after {timeout:g} s")
+    results, details = workdir / "results.json", workdir / DETAILS
+    scores = _read_results(results, list(questions)) if code == 0 and results.is_file() else None
     if scores is None:
         why = _error_line(output) if code != 0 else "otter graded no question"
-        return Grade(name, zeros, f"otter run failed: {why}")
-    return Grade(name, scores)
+        return replace(failed, error=f"otter run failed: {why}")
+    found = json.loads(details.read_text()) if details.is_file() else {}
+    return replace(
+        failed, scores=scores, details=found.get("questions", {}), cell_errors=tuple(found.get("cell_errors", ()))
+    )
+
+
+@dataclass(frozen=True)
+class Graded:
+    """What :func:`grade` found: each week's questions (→ points), a grade per submission, and the submissions
+    left out because ``--week`` asked for another week."""
+
+    questions: dict[str, dict[str, float]]
+    grades: list[Grade]
+    skipped: list[str]
 
 
 def grade(
-    submissions: Sequence[Path], *, root: Path, autograder: Path, out: Path, jobs: int = 1, timeout: float = 600
-) -> tuple[dict[str, float], list[Grade]]:
-    """Grade ``submissions`` (paths under ``root``) in ``jobs`` parallel otter runs: (questions, grades)."""
-    questions = read_questions(autograder)
-
-    def one(notebook: Path) -> Grade:
+    submissions: Sequence[Path],
+    *,
+    root: Path,
+    assignments: dict[str, Assignment],
+    week: str | None = None,
+    out: Path,
+    jobs: int = 1,
+    timeout: float = 600,
+    progress: Callable[[Grade], None] | None = None,
+) -> Graded:
+    """Grade ``submissions`` (paths under ``root``), each with the assignment :func:`identify` tells from it, in
+    ``jobs`` parallel otter runs. ``week`` keeps only that week's submissions (and grades with it those that name
+    no assignment); with one assignment built, that one grades them."""
+    fallback = assignments[week] if week else next(iter(assignments.values())) if len(assignments) == 1 else None
+    todo: list[tuple[Path, str, Assignment | None, str]] = []
+    skipped = []
+    for notebook in submissions:
         name = notebook.relative_to(root).as_posix()
+        assignment, problem = identify(notebook, list(assignments.values()), fallback=fallback)
+        if week and assignment is not None and assignment.week != week:
+            skipped.append(name)
+        else:
+            todo.append((notebook, name, assignment, problem))
+    questions = {a.week: read_questions(a.autograder) for _, _, a, _ in todo if a is not None}
+    questions = dict(sorted(questions.items()))
+
+    def one(item: tuple[Path, str, Assignment | None, str]) -> Grade:
+        notebook, name, assignment, problem = item
+        if assignment is None:
+            return Grade(name, error=problem)
+        points = questions[assignment.week]
+        if problem:
+            return Grade.zeros(name, assignment.week, assignment.name, points, problem)
         workdir = out / "runs" / Path(name).with_suffix("")
-        return grade_one(
-            notebook, name=name, autograder=autograder, questions=list(questions), workdir=workdir, timeout=timeout
-        )
+        return grade_one(notebook, name=name, assignment=assignment, questions=points, workdir=workdir, timeout=timeout)
+
+    def reported(item: tuple[Path, str, Assignment | None, str]) -> Grade:
+        g = one(item)
+        if progress is not None:
+            progress(g)
+        return g
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return questions, list(pool.map(one, submissions))
-
-
-def _number(value: float) -> str:
-    """``3.0`` → ``3``, ``2.5`` → ``2.5``: scores as people write them."""
-    return f"{round(value, 4):g}"
-
-
-def _row(g: Grade, questions: dict[str, float]) -> list[str]:
-    possible = sum(questions.values())
-    percent = 100 * g.total / possible if possible else 0.0
-    scores = [_number(g.scores[q]) for q in questions]
-    return [g.submission, *scores, _number(g.total), _number(possible), f"{percent:.1f}", g.error]
-
-
-def write_scores(grades: Sequence[Grade], *, questions: dict[str, float], path: Path) -> list[list[str]]:
-    """Write ``scores.csv`` (header: submission, questions…, total, possible, percent, error); return its rows."""
-    rows = [["submission", *questions, "total", "possible", "percent", "error"]]
-    rows += [_row(g, questions) for g in grades]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    return rows
-
-
-def _print_table(rows: Sequence[Sequence[str]]) -> None:
-    """Rows as aligned columns, the error note last and unpadded."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:-1], widths[1:], strict=True)]
-        print("  ".join([*cells, row[-1]]).rstrip())
+        grades = list(pool.map(reported, todo))
+    return Graded(questions=questions, grades=grades, skipped=skipped)
 
 
 # ---- command line -----------------------------------------------------------------------------------------
@@ -358,9 +477,9 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     build.add_argument("--weeks", type=_week_list, help="comma-separated week ids, e.g. 01,02 (default: all)")
     build.add_argument("--out", type=Path, default=DEFAULT_DIST, help=f"output folder (default: {DEFAULT_DIST})")
     build.add_argument("--assignments-dir", type=Path, default=ASSIGNMENTS_DIR, help="folder of the week folders")
-    run = commands.add_parser("grade", help="otter run every submission locally and write scores.csv")
+    run = commands.add_parser("grade", help="grade a folder of submissions (any weeks): scores and feedback")
     run.add_argument("submissions", type=Path, metavar="SUBMISSIONS", help="a folder of *.ipynb (or one notebook)")
-    run.add_argument("--week", help="week id, e.g. 01 (default: the only week under --dist)")
+    run.add_argument("--week", help="grade only this week's submissions, e.g. 01 (default: every week)")
     run.add_argument("--dist", type=Path, default=DEFAULT_DIST, help=f"assign's output (default: {DEFAULT_DIST})")
     run.add_argument("--out", type=Path, default=DEFAULT_GRADES, help=f"output folder (default: {DEFAULT_GRADES})")
     run.add_argument("--jobs", type=_positive, default=DEFAULT_JOBS, help=f"parallel runs (default: {DEFAULT_JOBS})")
@@ -390,18 +509,41 @@ def _assign_command(weeks: Sequence[str] | None, *, out: Path, assignments_dir: 
 
 def _grade_command(args: argparse.Namespace) -> int:
     submissions = find_submissions(args.submissions)
-    autograder = find_autograder(args.dist, week=args.week, assignments_dir=args.assignments_dir)
+    assignments, week = select_assignments(args.dist, week=args.week, assignments_dir=args.assignments_dir)
     root = args.submissions if args.submissions.is_dir() else args.submissions.parent
-    print(f"grading {len(submissions)} submission(s) with {autograder} ...", flush=True)
-    start = time.perf_counter()
-    questions, grades = grade(
-        submissions, root=root, autograder=autograder, out=args.out, jobs=args.jobs, timeout=args.timeout
+    built = ", ".join(f"{a.week} {a.name}" for a in assignments.values())
+    only = f", week {week} only" if week else ""
+    print(f"grading {len(submissions)} submission(s) with the assignments under {args.dist} ({built}){only} ...")
+    start, done = time.perf_counter(), []
+
+    def progress(g: Grade) -> None:
+        done.append(g)
+        what = g.error or f"{g.total:g} of {g.possible:g}"
+        print(f"  [{len(done)}/{len(submissions)}] {g.submission} ({g.week or '?'}): {what}", flush=True)
+
+    graded = grade(
+        submissions,
+        root=root,
+        assignments=assignments,
+        week=week,
+        out=args.out,
+        jobs=args.jobs,
+        timeout=args.timeout,
+        progress=progress,
     )
-    path = args.out / "scores.csv"
-    _print_table(write_scores(grades, questions=questions, path=path))
-    failed = sum(1 for g in grades if g.error)
-    print(f"{len(grades)} graded ({failed} with errors) in {time.perf_counter() - start:.1f} s → {path}")
-    print(f"otter logs and results.json per submission: {args.out / 'runs'}")
+    rows = class_rows(graded.grades)
+    print_table(rows)
+    written = [write_csv(args.out / "scores.csv", rows)]
+    for w, questions in graded.questions.items():
+        written.append(write_csv(args.out / f"scores-{w}.csv", week_rows(graded.grades, week=w, questions=questions)))
+    feedback = write_feedback(graded.grades, questions=graded.questions, folder=args.out / FEEDBACK)
+    failed = sum(1 for g in graded.grades if g.error)
+    seconds = time.perf_counter() - start
+    print(f"{len(graded.grades)} graded ({failed} not gradable) in {seconds:.1f} s → {', '.join(map(str, written))}")
+    if graded.skipped:
+        print(f"left out, as submissions of other weeks than {week}: {', '.join(graded.skipped)}")
+    print(f"feedback to hand back: {len(feedback)} files under {args.out / FEEDBACK}")
+    print(f"otter logs, results.json and details.json per submission: {args.out / 'runs'}")
     return 0
 
 
