@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from course_utils.errors import CourseError
 pytestmark = pytest.mark.slow  # starts kernels
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMETERS = 'profile = "offline"\nx = 1\ndevice = None'
+PARAMETERS = 'profile = "offline"\nx = 1  # [0, 100] a small number\ndevice = None'
 PROBE = "import json, os, sys\nprint(json.dumps([sys.executable, os.getcwd(), os.environ.get('MPLBACKEND')]))"
 
 
@@ -138,11 +141,11 @@ def test_cli_exit_code_0_when_all_pass(weeks: Path, tmp_path: Path) -> None:
 
 def test_run_notebooks_returns_the_report_it_writes(weeks: Path, tmp_path: Path) -> None:
     report = run.run_notebooks(
-        weeks_dir=weeks, weeks=["02"], profile="offline", parameters={"x": "hello"}, out=tmp_path, timeout=60
+        weeks_dir=weeks, weeks=["02"], profile="offline", parameters={"x": 7}, out=tmp_path, timeout=60
     )
     assert report == json.loads((tmp_path / "report.json").read_text())
     assert [e["status"] for e in report["notebooks"]] == ["failed"]
-    assert "x='hello'\n" in stream_text(nbformat.read(tmp_path / "02_broken" / "fail.ipynb", as_version=4))
+    assert "x=7\n" in stream_text(nbformat.read(tmp_path / "02_broken" / "fail.ipynb", as_version=4))
 
 
 def test_cell_timeout_fails_the_notebook_without_a_cell_index(tmp_path: Path) -> None:
@@ -176,11 +179,11 @@ def test_list_shows_week_notebooks_and_parameters_only(weeks: Path, tmp_path: Pa
     assert proc.stdout.splitlines() == [
         "01  weeks/01_basics/ok.ipynb",
         '      profile = "offline"',
-        "      x = 1",
+        "      x = 1  # [0, 100] a small number",
         "      device = None",
         "02  weeks/02_broken/fail.ipynb",
         '      profile = "offline"',
-        "      x = 1",
+        "      x = 1  # [0, 100] a small number",
         "      device = None",
     ]
     assert not (tmp_path / "o").exists()
@@ -219,6 +222,14 @@ BAD_INPUTS = {
     "-p profile": (["-p", "profile='gpu'"], "choose the profile with --profile"),
     "bad timeout": (["--timeout", "soon"], "argument --timeout"),
     "unknown device": (["-p", "device=gpu"], "-p device: unknown device 'gpu'; valid devices: auto, cpu, cuda, mps"),
+    "a string for a number": (
+        ["-p", "x=abc"],
+        "-p x='abc': weeks/01_basics/ok.ipynb expects a whole number, like its default 1 (a small number)",
+    ),
+    "a number out of its range": (
+        ["-p", "x=200"],
+        "-p x=200: 200 lies outside [0, 100], the range weeks/01_basics/ok.ipynb allows (a small number)",
+    ),
 }
 
 
@@ -264,3 +275,38 @@ def test_missing_model_files_are_one_line_and_exit_2(weeks: Path, tmp_path: Path
         f"error: profile 'offline': model files for course/shapes-if are missing at {missing}; run `make models`"
     ]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_sigkilled_run_resumes_with_only_the_notebooks_it_did_not_finish(tmp_path: Path) -> None:
+    """Killed with SIGKILL at a seeded random moment after its first notebook, ``--resume`` runs the rest: the
+    finished notebook is not run again, every notebook ends executed, no partial file is left."""
+    weeks, log, out = tmp_path / "weeks", tmp_path / "ran.log", tmp_path / "out"
+    for name in ("01_a", "02_b", "03_c"):
+        record = f"open({str(log)!r}, 'a').write('{name}\\n')"
+        write_notebook(weeks / name / "n.ipynb", record, "import time\ntime.sleep(1)")
+    cmd = [sys.executable, "-m", "course_utils.course.run", "--weeks-dir", str(weeks), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    report = out / "report.json"
+    while not (report.is_file() and json.loads(report.read_text())["notebooks"]):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.02)
+    time.sleep(random.Random(7).uniform(0.1, 1.0))
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert not (out / "02_b" / "n.ipynb").exists(), "a notebook cut off is not in the output folder"
+    refused = runner("--weeks-dir", weeks, "--out", out, "--resume", "-p", "x=3")
+    assert refused.returncode == 2 and "--resume: the last run into" in refused.stderr, refused.stderr
+
+    resumed = runner("--weeks-dir", weeks, "--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    final = json.loads(report.read_text())
+    assert [(e["path"], e["status"], e.get("resumed", False)) for e in final["notebooks"]] == [
+        ("weeks/01_a/n.ipynb", "ok", True),
+        ("weeks/02_b/n.ipynb", "ok", False),
+        ("weeks/03_c/n.ipynb", "ok", False),
+    ]
+    ran = log.read_text().split()
+    assert ran.count("01_a") == 1 and ran.count("03_c") == 1 and ran[-1] == "03_c", ran  # nothing twice but the cut
+    assert all((out / name / "n.ipynb").is_file() for name in ("01_a", "02_b", "03_c"))
+    assert not list(out.rglob("*.part*")), list(out.rglob("*.part*"))
+    assert "(kept)" in resumed.stdout

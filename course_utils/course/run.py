@@ -33,6 +33,7 @@ from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 from traitlets import default
 
+from course_utils.course.parameters import Parameter, check_value
 from course_utils.course.paths import WEEKS_DIR, select_weeks, week_folders
 from course_utils.course.profiles import MODEL_FIELDS, PROFILES, get_profile
 from course_utils.errors import ArgumentParser, CourseError, main_guard
@@ -133,6 +134,8 @@ def _check_parameters(notebooks: Sequence[WeekNotebook], *, weeks_dir: Path, par
             raise CourseError(
                 f"unknown parameter {unknown[0]!r} for {nb.display_path(weeks_dir)}; valid parameters: {valid}"
             )
+        for key, value in parameters.items():  # the default's type, the range its comment declares
+            check_value(Parameter.from_papermill(nb.parameters[key]), value, where=nb.display_path(weeks_dir))
 
 
 def _check_device(*, profile: str, parameters: dict[str, Any]) -> None:
@@ -177,11 +180,12 @@ def _execute(
     injected = ({"profile": profile} if "profile" in nb.parameters else {}) | parameters
     failed_cell, error = None, None
     output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.stem}.part{output.suffix}")  # papermill saves as it goes: keep it aside
     started = time.perf_counter()
     try:
         papermill.execute_notebook(
             str(nb.path),
-            str(output),
+            str(partial),
             parameters=injected,
             kernel_name="python3",
             language="python",
@@ -196,6 +200,8 @@ def _execute(
     except Exception as err:  # a cell timeout, a dead kernel: this notebook failed, the others still run
         error = _one_line(type(err).__name__, str(err))
     seconds = time.perf_counter() - started
+    if partial.is_file():  # also a failed run's: its error banners show where it stopped
+        partial.replace(output)
     status = "ok" if error is None else "failed"
     return {"status": status, "seconds": round(seconds, 3), "failed_cell": failed_cell, "error": error}
 
@@ -216,6 +222,7 @@ def run_notebooks(
     parameters: dict[str, Any],
     out: Path,
     timeout: int | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Check the input, then run the selected notebooks one by one; return the report (also in ``out/report.json``).
 
@@ -226,6 +233,8 @@ def run_notebooks(
         parameters: overrides injected into every notebook; each must be a parameter of each notebook.
         out: where the executed notebooks and ``report.json`` go.
         timeout: seconds allowed per cell; ``None`` for no limit.
+        resume: keep what the last run into ``out`` finished (its report's ``ok`` notebooks whose executed copy is
+            there) and run only the rest; the last run must have had the same profile and parameters.
 
     Returns:
         ``{"profile", "parameters", "notebooks": [{"path", "week", "status", "seconds", "failed_cell", "error"}],
@@ -238,16 +247,39 @@ def run_notebooks(
     _check_device(profile=profile, parameters=parameters)
     _check_models(profile=profile, parameters=parameters)
     out.mkdir(parents=True, exist_ok=True)
+    finished = _finished(out, profile=profile, parameters=parameters) if resume else {}
     report: dict[str, Any] = {"profile": profile, "parameters": dict(parameters), "notebooks": []}
     bar = tqdm(notebooks, desc="notebooks", unit="nb")
     for nb in bar:
         bar.set_postfix_str(nb.path.name)
         output = out / nb.path.parent.name / nb.path.name
+        path = nb.display_path(weeks_dir)
+        if path in finished and output.is_file():
+            report["notebooks"].append({**finished[path], "resumed": True})
+            continue
         result = _execute(nb, output=output, profile=profile, parameters=parameters, timeout=timeout)
-        report["notebooks"].append({"path": nb.display_path(weeks_dir), "week": nb.week, **result})
+        report["notebooks"].append({"path": path, "week": nb.week, **result})
         _write_report(report, out)
     _write_report(report, out)
     return report
+
+
+def _finished(out: Path, *, profile: str, parameters: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Path → report entry of each notebook the last run into ``out`` finished without error (nothing when there
+    was no last run); a last run with another profile or other parameters is an error, not a silent rerun."""
+    file = out / "report.json"
+    if not file.is_file():
+        return {}
+    try:
+        last = json.loads(file.read_text())
+    except json.JSONDecodeError:
+        raise CourseError(f"--resume: {file} is not a report of this runner; remove it or drop --resume") from None
+    if last.get("profile") != profile or last.get("parameters") != parameters:
+        raise CourseError(
+            f"--resume: the last run into {out} had profile {last.get('profile')!r} and parameters"
+            f" {last.get('parameters')}, this one {profile!r} and {parameters}; drop --resume or choose another --out"
+        )
+    return {e["path"]: e for e in last.get("notebooks", []) if e.get("status") == "ok"}
 
 
 def _print_listing(notebooks: Sequence[WeekNotebook], *, weeks_dir: Path) -> None:
@@ -260,7 +292,9 @@ def _print_listing(notebooks: Sequence[WeekNotebook], *, weeks_dir: Path) -> Non
 
 def _print_summary(report: dict[str, Any], *, out: Path) -> None:
     rows = [("notebook", "status", "seconds", "error")]
-    rows += [(e["path"], e["status"], f"{e['seconds']:.1f}", _clip(e["error"] or "")) for e in report["notebooks"]]
+    for e in report["notebooks"]:
+        status = e["status"] + (" (kept)" if e.get("resumed") else "")
+        rows.append((e["path"], status, f"{e['seconds']:.1f}", _clip(e["error"] or "")))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, [*widths, 0], strict=True)).rstrip())
@@ -308,6 +342,11 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
         default=WEEKS_DIR,
         help=f"folder of the <NN>_<slug> week folders (default: {WEEKS_DIR})",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the notebooks the last run into --out finished and run the rest (same profile and parameters)",
+    )
     parser.add_argument("--list", action="store_true", help="list the notebooks and their parameters, then exit")
     return parser
 
@@ -328,6 +367,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         parameters=parameters,
         out=args.out,
         timeout=args.timeout,
+        resume=args.resume,
     )
     _print_summary(report, out=args.out)
     return 0 if report["failed"] == 0 else 1
