@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from course_utils.course.registry import ResolvedModel, hf_token, resolve
+from course_utils.course.registry import ResolvedModel, hf_token, load_failure_reason, resolve
 from course_utils.errors import CourseError, check_choice
 from course_utils.models.digits import NULL_CLASS, NUM_CLASSES
 from course_utils.models.shapes_if import ShapesIFPipeline
@@ -221,4 +221,4 @@ def _from_pretrained(cls: Any, resolved: ResolvedModel, **kwargs: Any) -> Any:
     except OSError as err:  # missing repository, gated repository, no network
         if resolved.local:
             raise CourseError(f"could not load {resolved.source}: {str(err).splitlines()[0]}") from err
-        raise CourseError(resolved.gone_or_gated_hint()) from err
+        raise CourseError(resolved.gone_or_gated_hint(load_failure_reason(err))) from err

@@ -8,6 +8,7 @@ instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import sys
 from collections.abc import Callable, Iterable
@@ -63,5 +64,22 @@ class ArgumentParser(argparse.ArgumentParser):
         args, unknown = self.parse_known_args(argv)
         if unknown:
             valid = [action.option_strings[0] for action in self._actions if action.option_strings]
-            raise CourseError(f"unknown option {unknown[0]!r}; valid options: {', '.join(valid)}")
+            spellings = [name for action in self._actions for name in action.option_strings if name.startswith("--")]
+            guess = suggest(unknown[0].split("=", 1)[0], spellings)
+            hint = f" (did you mean {guess}?)" if guess else ""
+            raise CourseError(f"unknown option {unknown[0]!r}; valid options: {', '.join(valid)}{hint}")
         return args
+
+
+def suggest(word: str, valid: Iterable[str]) -> str | None:
+    """The one of ``valid`` that ``word`` most likely meant: one naming it whole (``--steps`` →
+    ``--max-steps``), else the closest spelling (``--rnak`` → ``--rank``), else ``None``."""
+    valid = list(valid)
+    bare = word.lstrip("-").replace("-", "_").lower()
+    if not bare:
+        return None
+    named = [v for v in valid if bare in v.lstrip("-").replace("-", "_").lower()]
+    if named:
+        return min(named, key=len)
+    close = difflib.get_close_matches(word, valid, n=1, cutoff=0.75)
+    return close[0] if close else None

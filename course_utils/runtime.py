@@ -103,17 +103,31 @@ def live_widgets(interactive: bool | None = None) -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
+def _offline_hub_notice(record) -> bool:
+    """``False`` for diffusers' "Couldn't connect to the Hub … Will try to load from local cache" when offline mode
+    is on: the user asked for it, and a model that is not cached fails in one line of its own."""
+    from huggingface_hub.constants import is_offline_mode
+
+    return not (is_offline_mode() and record.getMessage().startswith("Couldn't connect to the Hub"))
+
+
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
     """Load models without diffusers' and transformers' progress bars ("Loading pipeline components",
-    "Loading weights"), which would otherwise land in notebook outputs; both are restored afterwards."""
+    "Loading weights"), which would otherwise land in notebook outputs, nor diffusers' notice that an offline
+    session cannot reach the Hub; all restored afterwards."""
+    import logging
+
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
+    loader = logging.getLogger("diffusers.pipelines.pipeline_utils")
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+    loader.addFilter(_offline_hub_notice)
     try:
         yield
     finally:
+        loader.removeFilter(_offline_hub_notice)
         diffusers_logging.enable_progress_bar()
         transformers_logging.enable_progress_bar()

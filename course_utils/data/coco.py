@@ -496,7 +496,10 @@ def coco_to_imagefolder(
         if options.keywords:
             wanted.append(f"keywords {', '.join(options.keywords)}")
         what = " and ".join(wanted) or "any caption"
-        raise CourseError(f"no image of {len(caps.imgs)} in {captions} matches {what}")
+        why = ""
+        if report.skipped:  # say what was left out: often every entry, for want of a key
+            why = f" ({report.skipped_line()}; images need id and file_name, captions id, image_id and caption)"
+        raise CourseError(f"no image of {len(caps.imgs)} in {captions} matches {what}{why}")
     report.selected = len(choices)
     return write_imagefolder(
         choices, images_dir=images_dir, output_dir=output_dir, options=options, report=report, progress=progress

@@ -94,7 +94,7 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
 @main_guard
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """``diffusion-course generate``: parse, :func:`generate`, exit 0 (2 with one line for a mistake)."""
-    args = build_parser(prog).parse_args(argv)
+    args = build_parser(prog).parse_strict(argv)
     request = GenerateRequest(**vars(args))
     generate(request)
     return 0

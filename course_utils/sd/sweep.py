@@ -41,7 +41,7 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
 
 @main_guard
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
-    args = build_parser(prog).parse_args(argv)
+    args = build_parser(prog).parse_strict(argv)
     result = run_sweep(
         setting=args.vary,
         values=args.values,

@@ -33,16 +33,17 @@ import torch
 from tqdm.auto import tqdm
 
 from course_utils.course.paths import MODELS_DIR
+from course_utils.course.registry import check_available, load_failure_reason, resolve_text_model
 from course_utils.data.images import from_pil
 from course_utils.errors import CourseError, check_choice
 from course_utils.metrics import diversity
-from course_utils.runtime import quiet_loading
+from course_utils.runtime import quiet_loading, resolve_device
 from course_utils.sd.pipeline import DEFAULT_MODEL_ID, LoadedPipeline, load_pipeline, sample_batch
 from course_utils.sd.support import GenerationSettings, check_prompt, check_request
 from course_utils.stats import Estimate, bootstrap_mean
 from course_utils.studies import Study
 
-__all__ = ["SETTINGS", "SweepResult", "combine", "load_clip", "run_sweep", "save_sweep"]
+__all__ = ["SETTINGS", "SweepResult", "check_clip", "combine", "load_clip", "run_sweep", "save_sweep"]
 
 SETTINGS = ("scheduler", "guidance_scale", "num_inference_steps", "negative_prompt", "model_id")
 COURSE_CLIP = "course/shapes-clip"
@@ -84,8 +85,27 @@ def load_clip(model_id: str):
         from course_utils.models.shapes_clip import load_shapes_clip
 
         return load_shapes_clip(MODELS_DIR / "shapes-clip")
-    with quiet_loading():
-        return CLIPModel.from_pretrained(model_id).eval(), CLIPProcessor.from_pretrained(model_id)
+    try:
+        with quiet_loading():
+            return CLIPModel.from_pretrained(model_id).eval(), CLIPProcessor.from_pretrained(model_id)
+    except OSError as err:  # offline and not cached, gone, a folder of something else …
+        folder = Path(model_id).expanduser().is_dir()
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0][:200] if folder else load_failure_reason(err)
+        raise CourseError(f"cannot load CLIP {model_id}: {why}") from None
+
+
+def check_clip(model_id: str) -> str:
+    """``model_id`` if :func:`load_clip` can load it, checked without loading: the course's CLIP, a folder with a
+    ``config.json``, or a CLIP id of the course registry (in the local cache, when offline); else one line."""
+    if model_id == COURSE_CLIP:
+        return model_id
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CourseError(f"CLIP folder {path} has no config.json: not a transformers model")
+        return model_id
+    check_available(resolve_text_model(model_id, family="clip"), what="CLIP")
+    return model_id
 
 
 def _value(setting: str, value: Any) -> Any:
@@ -171,6 +191,13 @@ def run_sweep(
     for settings, _ in checked:
         for prompt in prompts:
             check_prompt(settings, prompt)
+    resolve_device(device)
+    families = {settings.family for settings, _ in checked}
+    clip_id = (COURSE_CLIP if families == {"course-sd"} else HUB_CLIP) if clip_model == "auto" else clip_model
+    if clip_id is not None:
+        check_clip(clip_id)
+    for settings in {settings.source: settings for settings, _ in checked}.values():
+        check_available(settings.resolved)
     # 2) generate: one pipeline per model, loaded once
     pipelines: dict[str, LoadedPipeline] = {}
     rows: list[dict[str, Any]] = []
@@ -198,11 +225,9 @@ def run_sweep(
             tiles.append((row, column, from_pil(image)))
         bar.update(len(grid_prompts))
     bar.close()
-    families = {settings.family for settings, _ in checked}
     pipelines.clear()
     # 3) measure
     images = [t for _, _, t in tiles]
-    clip_id = (COURSE_CLIP if families == {"course-sd"} else HUB_CLIP) if clip_model == "auto" else clip_model
     if clip_id is not None:
         from course_utils.metrics import clip_score
 

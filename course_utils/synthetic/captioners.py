@@ -193,6 +193,12 @@ class LLMCaptioner:
                         token=self.token,
                     )
             except Exception as err:  # gone, gated, offline, not a causal language model …
+                from course_utils.course.registry import MODELS, load_failure_reason, resolve_text_model
+
+                if self.name in MODELS:  # a Hub id: what to do about it being gone, gated or not downloaded
+                    hint = resolve_text_model(self.name).gone_or_gated_hint(load_failure_reason(err))
+                    hint = hint.replace(self.token, "***") if self.token else hint
+                    raise CourseError(f"cannot load captioner {hint}") from None
                 message = str(err).replace(self.token, "***") if self.token else str(err)
                 first = (message.strip().splitlines() or [""])[0][:200]
                 raise CourseError(f"cannot load captioner {self.name}: {type(err).__name__}: {first}") from None
@@ -235,7 +241,10 @@ def load_captioner(name: str, *, device: str = "cpu", token: str | None = None) 
         return LLMCaptioner(str(path), device=device, token=token)
     from course_utils.course.registry import resolve_text_model
 
-    resolved = resolve_text_model(name)
+    try:
+        resolved = resolve_text_model(name)
+    except CourseError as err:  # say the offline choice too
+        raise CourseError(f"captioner {err}; or --captioner template (offline, no model)") from None
     return LLMCaptioner(resolved.source, name=name, device=device, token=token)
 
 

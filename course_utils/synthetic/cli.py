@@ -90,7 +90,7 @@ def _run(argv: Sequence[str], prog: str | None) -> int:
 
     args = build_parser(prog).parse_strict(argv)
     config = config_from_args(args)
-    prepared = prepare(config)
+    prepared = prepare(config, loading=not args.dry_run)
     if args.dry_run:
         print(describe(prepared, measured=measured_rate(config.output_dir)))
         return 0

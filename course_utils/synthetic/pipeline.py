@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from course_utils.course.registry import resolve_text_model
+from course_utils.course.registry import check_available, resolve_text_model
 from course_utils.errors import CourseError, check_choice
 from course_utils.sd.memory import MemoryPlan, override_plan, plan_memory
 from course_utils.sd.support import GenerationSettings, check_request
@@ -154,13 +154,21 @@ def read_titles(path: str | Path, *, column: str = "title") -> list[str]:
             if column not in header:
                 found = ", ".join(repr(h) for h in header) or "no header"
                 raise CourseError(f"input {path} has no column {column!r} (found {found}); pass --title_column")
-            return [(row.get(column) or "").strip() for row in reader]
+            titles = [(row.get(column) or "").strip() for row in reader]
     except UnicodeDecodeError as err:
         raise CourseError(
-            f"input {path} is not UTF-8 text (byte {err.start}: {err.object[err.start : err.start + 1]!r})"
+            f"input {path} is not UTF-8 text (byte {err.start}: {err.object[err.start : err.start + 1]!r});"
+            " save it as UTF-8 (in a spreadsheet: CSV UTF-8)"
         ) from None
     except csv.Error as err:
         raise CourseError(f"input {path} is not a readable CSV: {err}") from None
+    if titles and not any(titles):  # one empty title fails visibly in its row; all of them is the wrong column
+        found = ", ".join(repr(h) for h in header)
+        raise CourseError(
+            f"input {path}: all {len(titles)} rows have an empty {column!r} (columns: {found}); pass the column of"
+            " titles as --title_column, or fill it in"
+        )
+    return titles
 
 
 def _file_sha(path: Path) -> str:
@@ -224,8 +232,19 @@ def _differences(old: dict, new: dict) -> str:
     return ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
 
 
-def prepare(config: SyntheticConfig) -> Prepared:
-    """Check ``config`` and plan its run against what ``output_dir`` already holds; load no model.
+def _check_models(config: SyntheticConfig, settings: GenerationSettings, clip_model: str) -> None:
+    """Offline (``HF_HUB_OFFLINE``), every Hub model the run loads must be in the local cache: one line now, rather
+    than a failure once the output folder has been started."""
+    check_available(settings.resolved)
+    if config.captioner != "template" and not Path(config.captioner).expanduser().is_dir():
+        check_available(resolve_text_model(config.captioner), what="captioner")
+    if clip_model not in (NO_CLIP, COURSE_CLIP) and not Path(clip_model).expanduser().is_dir():
+        check_available(resolve_text_model(clip_model, family="clip"), what="CLIP")
+
+
+def prepare(config: SyntheticConfig, *, loading: bool = True) -> Prepared:
+    """Check ``config`` and plan its run against what ``output_dir`` already holds; load no model. ``loading``: the
+    run will load its models, so offline they must be in the local cache (a dry run passes ``False``).
 
     Raises:
         CourseError: one line, for a bad value, an unreadable input, a folder made with other settings (unless
@@ -244,6 +263,8 @@ def prepare(config: SyntheticConfig) -> Prepared:
     plan = override_plan(plan_memory(settings, device=config.device), family=settings.family, dtype=config.dtype)
     clip_model = _clip_model(config, settings)
     load_captioner(config.captioner)  # checks the name (a chat model loads only when stage 1 needs it)
+    if loading:
+        _check_models(config, settings, clip_model)
     # the titles: rows of the input, the first `limit`, those of this shard
     rows = read_titles(config.input, column=config.title_column)
     if not rows:

@@ -77,13 +77,14 @@ LEARNING_RATES = {"lora": 1e-4, "dreambooth": 1e-4, "full": 5e-5}
 
 
 def config_from_args(args) -> FinetuneConfig:
-    """The run's :class:`FinetuneConfig`: the model id resolved through the course registry, the offline concept's
-    instance images written into the run's folder when none are given."""
-    from course_utils.course.registry import resolve
+    """The run's :class:`FinetuneConfig`: the model id resolved through the course registry (offline: it must be in
+    the local cache), the offline concept's instance images (``OUTPUT/instance_images``, written by :func:`main`
+    once the base model has loaded) when none are given. Writes nothing."""
+    from course_utils.course.registry import check_available, resolve
 
     if args.method not in METHODS:
         raise CourseError(f"unknown method {args.method!r}; valid methods: {', '.join(METHODS)}")
-    model = resolve(args.pretrained_model_name_or_path)
+    model = check_available(resolve(args.pretrained_model_name_or_path))
     if model.family not in ("sd", "course-sd"):
         raise CourseError(
             f"{args.pretrained_model_name_or_path} is a {model.family} model; fine-tuning takes Stable Diffusion"
@@ -97,18 +98,43 @@ def config_from_args(args) -> FinetuneConfig:
     )
     config = FinetuneConfig(**values)  # every setting checked before anything is written
     if config.uses_instances and config.instance_data_dir is None:
-        config = replace(config, instance_data_dir=str(_offline_instances(Path(args.output_dir))))
+        config = replace(config, instance_data_dir=str(Path(args.output_dir) / OFFLINE_INSTANCES))
     return config
+
+
+OFFLINE_INSTANCES = "instance_images"
 
 
 def _offline_instances(output_dir: Path) -> Path:
     """The offline concept's instance images, written once into ``OUTPUT/instance_images``."""
     from course_utils.data.concepts import HEART, export_instance_images
 
-    folder = output_dir / "instance_images"
+    folder = output_dir / OFFLINE_INSTANCES
     if not folder.is_dir() or not any(folder.iterdir()):
         export_instance_images(HEART, folder, n=8)
     return folder
+
+
+def _check_other_run(config: FinetuneConfig) -> None:
+    """Refuse a folder holding the finished results of another configuration (another base model, method, adapter
+    shape …): the run would overwrite them, e.g. a LoRA adapter for another architecture."""
+    file = Path(config.output_dir) / RECORD_FILE
+    if not file.is_file():
+        return
+    try:
+        record = json.loads(file.read_text())
+        old = record["config"]
+    except (ValueError, KeyError, TypeError):
+        raise CourseError(f"{file} is not a fine-tuning record; use another --output_dir") from None
+    new = config.signature()
+    if old != new:
+        keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+        changes = "; ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in keys[:3])
+        more = f"; and {len(keys) - 3} more" if len(keys) > 3 else ""
+        raise CourseError(
+            f"{config.output_dir} holds a finished {record.get('method', '?')} run of another configuration"
+            f" ({changes}{more}); use another --output_dir, or delete it to start afresh"
+        )
 
 
 def _finished(config: FinetuneConfig) -> dict | None:
@@ -126,7 +152,7 @@ def _finished(config: FinetuneConfig) -> dict | None:
 
 @main_guard
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
-    from course_utils.training.finetuning import finetune
+    from course_utils.training.finetuning import finetune, load_base
 
     args = build_parser(prog).parse_strict(argv)
     folder = Path(args.output_dir)
@@ -138,7 +164,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         step, best = done["step"], done["best_step"]
         print(f"finetune {config.method}: {folder} is finished (step {step}, best {best}); nothing to do")
         return 0
-    result = finetune(config)
+    _check_other_run(config)
+    # nothing is written before the base model has loaded (and finetune writes nothing before the data is read)
+    pipe = load_base(config.pretrained_model_name_or_path)
+    if config.uses_instances and args.instance_data_dir is None:
+        _offline_instances(folder)
+    result = finetune(config, pipe=pipe)
     how = "stopped early" if result.stopped_early else "all steps done"
     best = f"best validation at step {result.best_step}" if result.validations else "no validation ran (fewer steps"
     best += "" if result.validations else " than --validation_steps): the last weights are kept"

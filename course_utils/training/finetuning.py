@@ -139,7 +139,7 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         check_choice("method", self.method, METHODS)
-        check_choice("--report_to", self.report_to, REPORTERS)
+        check_choice("--report_to value", self.report_to, REPORTERS)
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
         if self.report_to != "none" and self.hub_token:
             raise CourseError(
@@ -341,35 +341,87 @@ def _to_tensor(images, resolution: int) -> torch.Tensor:
     return torch.stack(out).float() / 127.5 - 1.0
 
 
-def _read_images(files: Sequence[Path], resolution: int) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
+def _decode(file: Path):
+    """The image in ``file``, fully decoded; a corrupt, truncated or not-an-image file is one line naming it."""
+    from PIL import Image
 
-    images = []
-    for file in files:
+    try:
+        with Image.open(file) as image:
+            image.load()
+            return image.copy()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # PIL's ways of failing
+        raise CourseError(f"{file}: not a readable image ({err})") from None
+
+
+def _read_images(files: Sequence[Path], resolution: int) -> torch.Tensor:
+    return _to_tensor([_decode(file) for file in files], resolution)
+
+
+def _read_metadata(folder: Path, caption_column: str) -> list[tuple[Path, str]]:
+    """``(image file, caption)`` per line of an imagefolder's ``metadata.jsonl``, each line checked: a JSON object
+    with ``file_name`` (a file of the folder) and a non-empty ``caption_column``; anything else is one line
+    naming the line."""
+    file = folder / "metadata.jsonl"
+    rows = []
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise CourseError(f"{file} is not UTF-8 text") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{file} line {number}"
         try:
-            with Image.open(file) as image:
-                image.load()
-                images.append(image.copy())
-        except (OSError, UnidentifiedImageError) as err:
-            raise CourseError(f"{file}: not a readable image ({err})") from None
-    return _to_tensor(images, resolution)
+            row = json.loads(line)
+        except ValueError as err:
+            raise CourseError(f"{where} is not JSON ({err.msg} at column {err.colno}): one object per line") from None
+        if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
+            raise CourseError(f'{where} has no file_name: each line is {{"file_name": …, "{caption_column}": …}}')
+        if caption_column not in row:
+            found = ", ".join(k for k in row if k != "file_name") or "none"
+            raise CourseError(
+                f"--caption_column {caption_column!r} is not a column of {folder} ({where} has {found});"
+                " pass --caption_column"
+            )
+        text = str(row[caption_column] or "")
+        if not text.strip():
+            raise CourseError(f"{where}: empty caption in {caption_column!r}")
+        image = folder / row["file_name"]
+        if not image.is_file():
+            raise CourseError(f"{where}: no image {row['file_name']!r} in {folder}")
+        rows.append((image, text))
+    if not rows:
+        raise CourseError(f"{file} lists no images")
+    return rows
 
 
 def _read_imagefolder(folder: str, caption_column: str, resolution: int) -> tuple[torch.Tensor, list[str]]:
-    """Images and captions of a Hugging Face imagefolder (``metadata.jsonl``)."""
+    """Images and captions of a Hugging Face imagefolder (``metadata.jsonl`` with ``file_name`` and the caption
+    column, as ``datasets.load_dataset("imagefolder", data_dir=…)`` reads it), every line and image checked."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise CourseError(f"--train_data_dir {folder} is not a folder")
+    if not (root / "metadata.jsonl").is_file():
+        coco = sorted(p.name for p in root.glob("*.json"))
+        hint = (
+            f"; {', '.join(coco)} may be COCO annotations: convert them with python -m course_utils.data.coco"
+            if coco else ""
+        )  # fmt: skip
+        raise CourseError(f"--train_data_dir {folder} has no metadata.jsonl (file_name, {caption_column}){hint}")
+    for image in dict.fromkeys(image for image, _ in _read_metadata(root, caption_column)):
+        _decode(image)  # a corrupt or truncated file is named here, not deep inside datasets
     import datasets
 
-    if not (Path(folder) / "metadata.jsonl").is_file():
-        raise CourseError(f"--train_data_dir {folder} has no metadata.jsonl (file_name, {caption_column})")
-    with quiet_loading():
-        datasets.disable_progress_bars()
-        data = datasets.load_dataset("imagefolder", data_dir=folder, split="train")
-    if caption_column not in data.column_names:
-        raise CourseError(f"--caption_column {caption_column!r} is not a column of {folder}: {data.column_names}")
-    captions = [str(text) for text in data[caption_column]]
-    if any(not text.strip() for text in captions):
-        raise CourseError(f"{folder}: {sum(not t.strip() for t in captions)} empty captions in {caption_column!r}")
-    return _to_tensor(data["image"], resolution), captions
+    try:
+        with quiet_loading():
+            datasets.disable_progress_bars()
+            data = datasets.load_dataset("imagefolder", data_dir=folder, split="train")
+        captions = [str(text) for text in data[caption_column]]
+        images = data["image"]
+    except Exception as err:  # what the line checks above cannot foresee
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise CourseError(f"cannot read {folder} as an imagefolder: {type(err).__name__}: {first}") from None
+    return _to_tensor(images, resolution), captions
 
 
 @torch.no_grad()
@@ -547,7 +599,6 @@ def finetune(config: FinetuneConfig, *, show_progress: bool = True, pipe=None) -
     from accelerate import Accelerator
 
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(log_with=None if config.report_to == "none" else config.report_to, project_dir=str(out))
     pipe = (pipe or load_base(config.pretrained_model_name_or_path)).to(accelerator.device)
     unet = pipe.unet
@@ -560,6 +611,7 @@ def finetune(config: FinetuneConfig, *, show_progress: bool = True, pipe=None) -
     )
     words = list(embeddings)
     data = _prepare_data(pipe, config, resolution, show_progress)
+    out.mkdir(parents=True, exist_ok=True)  # only once the data has been read: a bad image leaves no folder
     if config.uses_lora:
         attach_lora(unet, rank=config.rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                     target_modules=config.target_modules, seed=config.seed)  # fmt: skip

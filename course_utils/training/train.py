@@ -51,7 +51,20 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     return parser
 
 
+def _check_numbers(args) -> None:
+    """The budget and checkpoint flags, named as the user typed them (``TrainConfig`` would name its fields)."""
+    for flag, value in (("--max-steps", args.max_steps), ("--checkpoint-every", args.checkpoint_every),
+                        ("--checkpoints-total-limit", args.total_limit)):  # fmt: skip
+        if value is not None and value < 1:
+            raise CourseError(f"{flag} must be a whole number ≥ 1, got {value}")
+    if args.max_seconds is not None and not 0 < args.max_seconds:
+        raise CourseError(f"--max-seconds must be a positive number of seconds, got {args.max_seconds:g}")
+    if args.seed is not None and args.seed < 0:
+        raise CourseError(f"--seed must be a whole number ≥ 0, got {args.seed}")
+
+
 def _config(args, base: TrainConfig) -> TrainConfig:
+    _check_numbers(args)
     overrides = {
         "steps": args.max_steps,
         "seed": args.seed,
