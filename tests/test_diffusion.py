@@ -6,6 +6,8 @@
 3. Golden values on a full loop (produced by diffusers' schedulers on the same inputs).
 """
 
+import re
+
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
@@ -268,3 +270,43 @@ def test_bad_sampler_input_is_refused(kwargs, message):
         strided_timesteps(1000, 0)
     with pytest.raises(CourseError, match="eps has shape"):
         q_sample(torch.zeros(1, 1, 2, 2), 5, torch.zeros(1, 1, 3, 3), alphas_cumprod=schedule.alphas_cumprod)
+
+
+def _constant_model(x, t, cond):
+    return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"update": "ddpm", "eta": 0.5}, "eta=0.5 applies to the DDIM update only"),
+        ({"update": "ddpm", "eta": -7}, "eta=-7 applies to the DDIM update only"),
+        ({"update": "ddim", "eta": -7}, "eta must lie in [0, 1]"),
+        ({"update": "ddim", "eta": 1.5}, "eta must lie in [0, 1]"),
+        ({"cond": 1.0, "guidance_scale": 7.5}, "guidance_scale=7.5 needs an unconditional input"),
+        ({"cond": 1.0, "guidance": lambda c, u, w: c}, "needs an unconditional input"),
+    ],
+)
+def test_a_setting_the_sampler_would_ignore_is_refused(kwargs, message):
+    schedule = NoiseSchedule.from_name("linear")
+    with pytest.raises(CourseError, match=re.escape(message)):
+        list(denoise_steps(_constant_model, torch.zeros(1, 1, 2, 2), [500, 0], schedule=schedule, **kwargs))
+
+
+def test_ddpm_sample_refuses_eta():
+    schedule = NoiseSchedule.from_name("linear")
+    with pytest.raises(CourseError, match="DDIM update only"):
+        ddpm_sample(_constant_model, torch.zeros(1, 1, 2, 2), [500, 0], schedule=schedule, eta=-7)
+
+
+def test_guidance_with_an_unconditional_input_still_guides():
+    schedule = NoiseSchedule.from_name("linear")
+    x = torch.zeros(1, 1, 2, 2)
+
+    def model(x, t, cond):
+        return torch.full_like(x, float(cond))
+
+    common = {"schedule": schedule, "update": "ddim", "cond": 1.0}
+    guided = list(denoise_steps(model, x, [500], **common, uncond=0.0, guidance_scale=3.0))
+    plain = list(denoise_steps(model, x, [500], **common))
+    assert not torch.allclose(guided[0].x0_pred, plain[0].x0_pred)

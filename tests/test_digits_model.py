@@ -74,7 +74,25 @@ def test_build_refuses_bad_input_in_one_line():
         capture_output=True,
         text=True,
     )
-    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "steps must be positive" in out.stderr
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--steps must be a positive number" in out.stderr
+
+
+def test_eval_only_keeps_the_steps_the_saved_model_trained_and_the_card_says_them(tmp_path):
+    import json
+    import shutil
+
+    from course_utils.models.build import main
+
+    copy = shutil.copytree(MODELS_DIR / "digits-ddpm", tmp_path / "digits-ddpm")
+    metrics = json.loads((copy / "metrics.json").read_text())
+    (copy / "metrics.json").write_text(json.dumps({**metrics, "train_steps": 1234}))
+    assert main(["--only", "digits", "--eval-only", "--out", str(tmp_path)]) == 0
+    assert json.loads((copy / "metrics.json").read_text())["train_steps"] == 1234
+    assert "- Training: 1234 steps," in (copy / "README.md").read_text()
+
+    (copy / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "train_steps"}))
+    assert main(["--only", "digits", "--eval-only", "--out", str(tmp_path)]) == 0
+    assert "- Training: steps not recorded," in (copy / "README.md").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from course_utils.models.shapes_vae import (
     reconstruction_psnr,
     save_shapes_vae,
     train_shapes_vae,
+    vae_loss,
 )
 from course_utils.training.loop import TrainConfig
 
@@ -164,3 +165,15 @@ def test_bad_latents_config_and_paths_are_refused_in_one_line(tmp_path):
         with pytest.raises(CourseError, match=message) as err:
             call()
         assert "\n" not in str(err.value)
+
+
+def test_the_kl_weight_is_what_training_minimises_and_the_loss_returns_both_terms_unweighted(data):
+    """``vae_loss`` returns (reconstruction, KL) and takes no weight; ``train_shapes_vae``'s ``kl_weight`` changes
+    the training (a weight that does nothing would leave the losses equal)."""
+    vae = build_shapes_vae(TINY, seed=0)
+    reconstruction, kl = vae_loss(vae, data[0][:4], generator=torch.Generator().manual_seed(0))
+    assert reconstruction.ndim == kl.ndim == 0 and float(kl) > 0
+    short = TrainConfig(**{**TINY_TRAIN.__dict__, "steps": 3})
+    _, without = train_shapes_vae(build_shapes_vae(TINY, seed=0), data[0], config=short, kl_weight=0.0)
+    _, weighted = train_shapes_vae(build_shapes_vae(TINY, seed=0), data[0], config=short, kl_weight=0.5)
+    assert weighted[0] > without[0], (weighted, without)  # the same first batch, plus half its KL

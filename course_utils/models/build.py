@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from course_utils.course.paths import MODELS_DIR
-from course_utils.errors import ArgumentParser, check_choice, main_guard
+from course_utils.errors import ArgumentParser, CourseError, check_choice, main_guard
 from course_utils.models.stages import DIGITS_CONFIG, STAGES, build_stage
 
 LATE_STAGES = ("synthetic-study",)
@@ -31,7 +31,11 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     parser = ArgumentParser(prog=prog or "python -m course_utils.models.build", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=MODELS_DIR, help="where the model folders go")
     parser.add_argument("--only", default=",".join(ALL_STAGES), help=f"comma-separated stages: {', '.join(ALL_STAGES)}")
-    parser.add_argument("--steps", type=int, default=DIGITS_CONFIG.steps, help="training steps (digits)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help=f"training steps of the digits stage (default {DIGITS_CONFIG.steps}; the others train on fixed budgets)",
+    )
     parser.add_argument("--eval-only", action="store_true", help="measure the saved models, train nothing")
     return parser
 
@@ -40,6 +44,13 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     args = build_parser(prog).parse_args(argv)
     stages = [check_choice("stage", name.strip(), ALL_STAGES) for name in args.only.split(",") if name.strip()]
+    if args.steps is not None:  # it would otherwise change nothing, and a card would claim steps never run
+        if args.eval_only:
+            raise CourseError("--steps sets how long the digits stage trains, and --eval-only trains nothing")
+        if "digits" not in stages:
+            raise CourseError(f"--steps sets the digits stage's training steps only; --only {args.only} leaves it out")
+        if args.steps < 1:
+            raise CourseError(f"--steps must be a positive number of training steps, got {args.steps}")
     begun = time.perf_counter()
     for name in ALL_STAGES:
         if name not in stages:
@@ -50,7 +61,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
             summary = build_study_stage(args.out, train=not args.eval_only)
         else:
-            summary = build_stage(name, args.out, train=not args.eval_only, digits_steps=args.steps)
+            steps = args.steps or DIGITS_CONFIG.steps
+            summary = build_stage(name, args.out, train=not args.eval_only, digits_steps=steps)
         if summary:
             print(summary)
         print(f"stage {name}: {time.perf_counter() - started:.0f} s")

@@ -209,9 +209,10 @@ def latent_scaling_factor(vae: AutoencoderKL, images: torch.Tensor) -> float:
 
 
 def vae_loss(
-    vae: AutoencoderKL, x: torch.Tensor, *, kl_weight: float, generator: torch.Generator | None = None
+    vae: AutoencoderKL, x: torch.Tensor, *, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(reconstruction, kl)`` for a batch ``x`` ``(B, 3, 32, 32)``; train on ``reconstruction + kl_weight · kl``.
+    """``(reconstruction, kl)`` for a batch ``x`` ``(B, 3, 32, 32)``; train on ``reconstruction + kl_weight · kl``
+    (the caller weighs the two, as :func:`train_shapes_vae` does).
 
     ``reconstruction`` is the mean squared error of the decoded posterior sample; ``kl`` is
     ``KL(q(z | x) ‖ N(0, I))`` summed over the latent and divided by the number of pixel values
@@ -253,7 +254,7 @@ def train_shapes_vae(
     def loss_fn(model: AutoencoderKL, gen: torch.Generator) -> torch.Tensor:
         # 1) a batch, 2) z ~ q(z | x) and its decoding, 3) MSE + kl_weight · KL
         idx = torch.randint(0, data.shape[0], (config.batch_size,), generator=gen)
-        reconstruction, kl = vae_loss(model, data[idx], kl_weight=kl_weight, generator=gen)
+        reconstruction, kl = vae_loss(model, data[idx], generator=gen)
         return reconstruction + kl_weight * kl
 
     ema, losses = fit(vae, loss_fn=loss_fn, config=config, description=description)

@@ -155,8 +155,8 @@ def build_digits(out: Path, *, config: TrainConfig = DIGITS_CONFIG, train: bool 
         print(f"digits DDPM: trained {config.steps} steps in {seconds:.0f} s; saved to {path}")
     metrics = digits_agreement(load_denoiser(str(path), device="cpu"))  # the folder just written
     if seconds is not None:
-        metrics["train_seconds"] = seconds
-    write_metrics(path, metrics)
+        metrics |= {"train_seconds": seconds, "train_steps": config.steps}
+    write_metrics(path, metrics)  # without training: the steps and time the saved model's training recorded
     _write_digits_card(path, metrics, config)
     print("digits DDPM:", ", ".join(f"{k} = {v}" for k, v in metrics.items() if isinstance(v, Estimate)))
     return metrics
@@ -183,6 +183,7 @@ def digits_agreement(den: object, *, scales: tuple[float, ...] = (1.0, 3.0)) -> 
 
 def _write_digits_card(path: Path, metrics: dict, config: TrainConfig) -> None:
     n_params = sum(p.numel() for p in build_digits_unet().parameters())
+    steps = f"{metrics['train_steps']} steps" if "train_steps" in metrics else "steps not recorded"
     lines = [
         "# course/digits-ddpm",
         "",
@@ -192,7 +193,7 @@ def _write_digits_card(path: Path, metrics: dict, config: TrainConfig) -> None:
         'or through the course: `course_utils.denoisers.load_denoiser("course/digits-ddpm")`.',
         "",
         f"- U-Net: diffusers `UNet2DModel`, {n_params / 1e6:.2f} M parameters; schedule: linear β, T = 1000.",
-        f"- Training: {config.steps} steps, batch {config.batch_size}, AdamW lr {config.lr}, EMA {config.ema_decay},"
+        f"- Training: {steps}, batch {config.batch_size}, AdamW lr {config.lr}, EMA {config.ema_decay},"
         f" seed {config.seed}; `make models` reproduces it.",
         "",
         "## Measured (`make models`, or `python -m course_utils.models.build --eval-only`)",

@@ -185,8 +185,8 @@ def ddim_step(
     classifier-free guidance breaks pixel-space DDIM: on the course's digits model, agreement at
     w = 3 falls from 100 % to 4 %.
     """
-    if eta < 0:
-        raise CourseError(f"ddim_step: eta must be ≥ 0, got {eta}")
+    if not 0 <= eta <= 1:  # above 1, σ_t² can pass 1 − ᾱ_{t−1} and the direction term's root is of a negative
+        raise CourseError(f"ddim_step: eta must lie in [0, 1] (0: deterministic, 1: DDPM's variance), got {eta}")
     alpha_bar, alpha_bar_prev = _alpha_bars(schedule.alphas_cumprod, t, t_prev, x_t)
     eps, x0 = eps_and_x0(output, x_t, alpha_bar, schedule.prediction_type)
     if schedule.clip_x0 is not None:
@@ -250,10 +250,24 @@ def _model_output(
     """The (guided) network output at ``(x, t)``: one call, or the conditional and unconditional outputs combined
     by ``guidance`` (the two branches as one batch where they can be: :func:`evaluate_together`)."""
     t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-    if uncond is None or guidance_scale == 1.0:
+    if guidance_scale == 1.0 and guidance is classifier_free_guidance:
         return model(x, t_batch, cond)
     out_cond, out_uncond = evaluate_together(model, [(x, t_batch, cond), (x, t_batch, uncond)])
     return guidance(out_cond, out_uncond, guidance_scale)
+
+
+def _check_arguments(
+    *, update: str, eta: float, uncond: Any, guidance_scale: float, guidance: Callable[..., torch.Tensor]
+) -> None:
+    """Refuse a setting the sampler would otherwise ignore: η off DDIM, guidance without an unconditional input
+    to guide against (:func:`ddim_step` checks η's range)."""
+    if update != "ddim" and eta != 0:
+        raise CourseError(f"eta={eta:g} applies to the DDIM update only; the {update} update draws its own noise")
+    if uncond is None and (guidance_scale != 1.0 or guidance is not classifier_free_guidance):
+        setting = f"guidance_scale={guidance_scale:g}" if guidance_scale != 1.0 else f"guidance={guidance.__name__}"
+        raise CourseError(
+            f"{setting} needs an unconditional input (uncond=...) to guide against; pass one, or guidance_scale=1"
+        )
 
 
 def denoise_steps(
@@ -283,8 +297,8 @@ def denoise_steps(
         schedule: ᾱ, prediction type and x̂_0 clipping of the model.
         update: ``"ddpm"`` (:func:`ddpm_step`) or ``"ddim"`` (:func:`ddim_step` with ``eta``).
         cond, uncond: conditioning passed to ``model`` (class labels, text embeddings, …).
-        guidance_scale: w; with ``uncond`` given and ``w ≠ 1`` the model is called twice per step
-            and the outputs are combined by ``guidance(out_cond, out_uncond, w)``.
+        guidance_scale: w; with ``w ≠ 1`` the model is called twice per step, on ``cond`` and on ``uncond``
+            (which must then be given), and the outputs are combined by ``guidance(out_cond, out_uncond, w)``.
         generator: draws the per-step noise ``z`` when ``noises`` is not given.
         noises: explicit per-step noise tensors, consumed in order where a step needs one.
         after_step: ``after_step(x_prev, t_prev) -> x_prev``, applied to every step's output before the
@@ -292,6 +306,7 @@ def denoise_steps(
         progress: show a tqdm bar.
     """
     check_choice("update rule", update, UPDATE_RULES)
+    _check_arguments(update=update, eta=eta, uncond=uncond, guidance_scale=guidance_scale, guidance=guidance)
     timesteps = [int(t) for t in timesteps]
     if any(b >= a for a, b in zip(timesteps, timesteps[1:], strict=False)):
         raise CourseError("timesteps must be strictly decreasing")

@@ -37,8 +37,8 @@ from PIL import Image
 
 import course_utils
 from course_utils.course.registry import hf_token
-from course_utils.errors import CourseError
-from course_utils.runtime import DTYPES, quiet_loading
+from course_utils.errors import CourseError, check_choice
+from course_utils.runtime import DEVICES, DTYPES, quiet_loading
 from course_utils.sd.memory import MemoryPlan, apply_memory_plan, override_plan, plan_memory
 from course_utils.sd.support import (
     DEFAULT_SCHEDULER,
@@ -210,6 +210,8 @@ def load_pipeline(
         scheduler: a short name of :data:`course_utils.sd.support.SCHEDULERS`; ``None``: the model's default.
         plan: the memory plan; ``None``: :func:`course_utils.sd.memory.plan_memory` on ``device`` at the model's
             default size.
+        device: where to plan for when no ``plan`` is given (``auto``: CUDA, else MPS, else the CPU); with a plan
+            it must be ``auto`` or the plan's own device.
         token: for gated Hub models; ``None``: :func:`course_utils.course.registry.hf_token`. Used for loading only.
     """
     # 1) check before loading
@@ -220,6 +222,11 @@ def load_pipeline(
             settings = replace(settings, scheduler=checked.scheduler)
     else:
         settings, _ = check_request(model_id, scheduler=scheduler)
+    if plan is not None and device != "auto" and check_choice("device", device.split(":")[0], DEVICES) != plan.device:
+        raise CourseError(
+            f"device={device!r} and a memory plan for {plan.device!r} disagree: the plan says where the pipeline runs"
+            f" (pass device='auto' with it, or no plan)"
+        )
     plan = plan if plan is not None else plan_memory(settings, device=device)
     if not settings.resolved.local and token is None:
         token = hf_token()
