@@ -13,8 +13,10 @@ from tiny_pipelines import build_tiny_sd, build_tiny_sd3
 from course_utils.errors import CourseError
 from course_utils.sd.memory import (
     FOOTPRINTS,
+    USABLE_SHARE,
     MemoryPlan,
     apply_memory_plan,
+    estimated_peak_gb,
     footprint_of,
     override_plan,
     plan_memory,
@@ -48,6 +50,30 @@ def test_each_seed_model_fits_a_t4(model_id):
     assert plan.dtype == "float16" and plan.device == "cuda"  # a T4 has no bfloat16
     assert levers(plan) == T4_PLANS[model_id], plan.reasons
     assert all("\n" not in r for r in plan.reasons)
+
+
+@pytest.mark.parametrize("model_id", list(T4_PLANS))
+def test_each_seed_models_t4_plan_keeps_its_estimated_peak_within_the_t4(model_id):
+    """The footprint, not the levers: under its plan each model's estimated peak fits the T4's usable memory, and
+    a plan that offloads does so because leaving everything on the GPU would not fit."""
+    settings, _ = check_request(model_id)
+    plan = plan_memory(settings, gpu_memory_gb=T4_GB)
+    assert estimated_peak_gb(settings, plan) <= USABLE_SHARE * T4_GB, plan.reasons
+    whole = MemoryPlan("float16", False, False, False, False, "cuda")
+    offloads = plan.model_cpu_offload or plan.sequential_cpu_offload
+    assert offloads == (estimated_peak_gb(settings, whole) > USABLE_SHARE * T4_GB), plan.reasons
+    if plan.sequential_cpu_offload:  # model offload would not have done
+        model = MemoryPlan("float16", False, True, False, False, "cuda")
+        assert estimated_peak_gb(settings, model) > USABLE_SHARE * T4_GB
+
+
+def test_the_estimate_adds_the_weights_and_the_larger_activation_peak():
+    settings, _ = check_request("stabilityai/stable-diffusion-2-1-base")
+    whole = MemoryPlan("float16", False, False, False, False, "cuda")
+    fp = FOOTPRINTS["stabilityai/stable-diffusion-2-1-base"]
+    assert estimated_peak_gb(settings, whole) == pytest.approx(fp.total_gb + max(1.0, 0.7))
+    model = MemoryPlan("float16", False, True, False, False, "cuda")
+    assert estimated_peak_gb(settings, model) == pytest.approx(fp.weights_gb["unet"] + 1.0)  # the U-Net at work
 
 
 def test_sdxl_turbo_at_1024_gets_sdxls_plan():
@@ -146,3 +172,13 @@ def test_apple_silicon_runs_half_precision_and_slices_u_nets():
     sd3, _ = check_request("stabilityai/stable-diffusion-3.5-medium")
     assert plan_memory(sd, device=torch.device("mps")) == MemoryPlan("float16", True, False, False, False, "mps")
     assert plan_memory(sd3, device=torch.device("mps")) == MemoryPlan("float16", False, False, False, False, "mps")
+
+
+def test_a_device_that_disagrees_with_the_plan_is_refused_and_one_that_agrees_is_used(tiny_sd):
+    from course_utils.sd.pipeline import load_pipeline
+
+    cpu_plan = MemoryPlan("float32", False, False, False, False, "cpu")
+    with pytest.raises(CourseError, match="device='mps' and a memory plan for 'cpu' disagree"):
+        load_pipeline(str(tiny_sd), plan=cpu_plan, device="mps")
+    loaded = load_pipeline(str(tiny_sd), plan=cpu_plan, device="cpu")
+    assert loaded.pipe.device.type == "cpu" and loaded.plan == cpu_plan

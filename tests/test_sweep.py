@@ -87,6 +87,28 @@ def test_the_fixed_seed_makes_columns_differ_only_by_the_setting(tiny_sd_family)
     torch.testing.assert_close(first, second)  # same value, same seed: the same picture
 
 
+@needs_clip
+def test_each_column_is_drawn_with_its_own_value(tiny_sd_family):
+    def sweep(values):
+        return run_sweep(
+            setting="guidance_scale",
+            values=values,
+            prompts=[PROMPT],
+            seeds=[5],
+            model_id=str(tiny_sd_family["sd"]),
+            num_inference_steps=2,
+            height=32,
+            width=32,
+            clip_model=None,
+            progress=False,
+        ).study.images
+
+    low, high = sweep([1, 9])
+    (alone,) = sweep([9])
+    torch.testing.assert_close(high, alone)  # the second column is the value 9, as a sweep of 9 alone draws it
+    assert (low - high).abs().max() > 1e-3, "guidance 1 and 9 drew the same picture: a column ignored its value"
+
+
 def test_bad_sweeps_are_refused_before_loading(tiny_sd_family, monkeypatch, capsys):
     def no_loading(*args, **kwargs):
         raise AssertionError("weights were loaded before the sweep was checked")

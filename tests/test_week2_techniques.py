@@ -73,14 +73,17 @@ def test_anagram_with_the_same_condition_and_identity_view_is_the_model():
 
 
 def test_anagram_composes_with_guidance():
-    """Guiding the anagram model equals the anagram of guided estimates (both are linear)."""
+    """Guiding the anagram model is the anagram, by hand, of guided estimates: ½ (ε_a(x) + V⁻¹ ε_b(V x)), with a
+    view that is not its own inverse, so that mapping the second estimate back is what makes them agree."""
     x, t, w = torch.randn(2, 1, 4, 4), torch.zeros(2, dtype=torch.long), 3.0
-    view = get_view("rot180")
+    view = get_view("rot90")
     model = visual_anagram(linear_model, view=view)
     guided = classifier_free_guidance(model(x, t, (1.0, 2.0)), model(x, t, (0.0, 0.0)), w)
+    viewed = x.rot90(1, (-2, -1))
     a = classifier_free_guidance(linear_model(x, t, 1.0), linear_model(x, t, 0.0), w)
-    b = classifier_free_guidance(linear_model(view.forward(x), t, 2.0), linear_model(view.forward(x), t, 0.0), w)
-    torch.testing.assert_close(guided, anagram_combine(a, b, view))
+    b = classifier_free_guidance(linear_model(viewed, t, 2.0), linear_model(viewed, t, 0.0), w)
+    torch.testing.assert_close(guided, 0.5 * (a + b.rot90(-1, (-2, -1))))
+    assert not torch.allclose(guided, 0.5 * (a + b)), "the view must matter for this test to mean anything"
 
 
 def test_hybrid_bands_sum_to_the_signal():
@@ -89,6 +92,34 @@ def test_hybrid_bands_sum_to_the_signal():
     torch.testing.assert_close(hybrid_combine(x, x, 1.5), x)
     t = torch.zeros(1, dtype=torch.long)
     torch.testing.assert_close(hybrid(linear_model, sigma=1.0)(x, t, (2.0, 2.0)), linear_model(x, t, 2.0))
+
+
+@pytest.mark.parametrize("sigma", [0.8, 1.5, 3.0])
+def test_low_pass_scales_a_cosine_as_a_gaussian_of_its_sigma(sigma):
+    """A Gaussian blur of std σ multiplies a cosine of f cycles per pixel by exp(−2π²σ²f²) (away from the edges)."""
+    f, n = 1 / 8, 64
+    wave = torch.cos(2 * torch.pi * f * torch.arange(n)).expand(1, 1, n, n)
+    inside = slice(16, 48)
+    blurred, original = low_pass(wave, sigma)[..., inside, inside], wave[..., inside, inside]
+    peaks = original.abs() > 0.5  # where the ratio is well defined
+    gain = (blurred[peaks] / original[peaks]).mean()
+    expected = torch.exp(torch.tensor(-2 * torch.pi**2 * sigma**2 * f**2))
+    torch.testing.assert_close(gain, expected, atol=0.01, rtol=0)
+
+
+def test_hybrid_splits_the_two_estimates_at_its_own_sigma():
+    x, t = torch.randn(1, 1, 16, 16), torch.zeros(1, dtype=torch.long)
+    pattern = torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(3))
+
+    def model(x, t, cond):  # each condition adds its own amount of a detailed pattern
+        return 0.3 * x + float(cond) * pattern
+
+    got = {}
+    for sigma in (0.7, 2.0):
+        got[sigma] = hybrid(model, sigma=sigma)(x, t, (1.0, -2.0))
+        low, high = model(x, t, 1.0), model(x, t, -2.0)
+        torch.testing.assert_close(got[sigma], low_pass(low, sigma) + high_pass(high, sigma))
+    assert (got[0.7] - got[2.0]).abs().max() > 0.05, "two blurs gave one hybrid: sigma is not reaching the filter"
 
 
 def test_pairs_and_sigma_are_checked():

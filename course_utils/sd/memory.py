@@ -64,6 +64,7 @@ __all__ = [
     "Footprint",
     "MemoryPlan",
     "apply_memory_plan",
+    "estimated_peak_gb",
     "footprint_of",
     "cuda_memory_gb",
     "override_plan",
@@ -235,6 +236,36 @@ def cuda_memory_gb(device: torch.device) -> float:
     return torch.cuda.get_device_properties(device.index or 0).total_memory / 1e9
 
 
+def _demand(settings: GenerationSettings, fp: Footprint) -> tuple[dict[str, float], dict[str, float]]:
+    """``(weights, activations)`` in GB at ``settings``' size: each component's weights (the VAE's in float32 where
+    it is upcast) and the activation peaks of the denoiser's step and of one VAE decode (the text encoders' are next
+    to nothing)."""
+    scale = settings.height * settings.width / fp.pixels
+    weights = dict(fp.weights_gb)
+    if fp.vae_upcast and "vae" in weights:
+        weights["vae"] *= 2  # decoded in float32
+    return weights, {fp.denoiser: fp.denoiser_activations_gb * scale, "vae": fp.vae_decode_gb * scale}
+
+
+SEQUENTIAL_LAYER_GB = 1.0
+"""What sequential offload keeps on the GPU besides the activations: the layer at work (an estimate; an MMDiT
+block of SD 3.5 Large is about 0.4 GB in float16)."""
+
+
+def estimated_peak_gb(settings: GenerationSettings, plan: MemoryPlan) -> float:
+    """The GPU memory ``plan`` needs at its peak for ``settings``' model, estimated from its :class:`Footprint`:
+    every weight and the larger activation peak with nothing offloaded; the largest component while it runs under
+    model offload; one layer and the activations under sequential offload. An estimate from the model cards'
+    parameter counts, not a measurement on a GPU."""
+    fp = footprint_of(settings)
+    weights, activations = _demand(settings, fp)
+    if plan.sequential_cpu_offload:
+        return SEQUENTIAL_LAYER_GB + max(activations.values())
+    if plan.model_cpu_offload:
+        return max(w + activations.get(name, 0.0) for name, w in weights.items())
+    return sum(weights.values()) + max(activations.values())
+
+
 def plan_memory(
     settings: GenerationSettings, *, device: str | torch.device = "auto", gpu_memory_gb: float | None = None
 ) -> MemoryPlan:
@@ -266,14 +297,9 @@ def plan_memory(
         raise CourseError(f"GPU memory must be positive, got {gpu_memory_gb}")
     # 1) the footprint at the requested size
     fp = footprint_of(settings)
-    scale = settings.height * settings.width / fp.pixels
-    denoiser_act = fp.denoiser_activations_gb * scale
-    decode = fp.vae_decode_gb * scale
-    weights = dict(fp.weights_gb)
-    if fp.vae_upcast and "vae" in weights:
-        weights["vae"] *= 2  # decoded in float32
+    weights, activations = _demand(settings, fp)
+    denoiser_act, decode = activations[fp.denoiser], activations["vae"]
     usable = USABLE_SHARE * gpu_memory_gb
-    activations = {fp.denoiser: denoiser_act, "vae": decode}  # the text encoders' are next to nothing
     peaks = {name: w + activations.get(name, 0.0) for name, w in weights.items()}  # each component while it runs
     # 2) offload: none, model or sequential
     total = sum(weights.values()) + max(denoiser_act, decode)
