@@ -267,6 +267,40 @@ def test_a_sigkilled_lora_run_resumes_to_the_same_adapter(tmp_path, instance_dir
     assert again.returncode == 0 and "nothing to do" in out
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dreambooth", "full"])
+def test_a_sigkilled_run_of_the_whole_unet_resumes_to_the_same_weights(tmp_path, instance_dir, method):
+    """DreamBooth and full fine-tuning, killed at a seeded random moment after their first checkpoint and started
+    again: the final U-Net equals an uninterrupted run's, bit for bit, and no checkpoint is half written."""
+    if method == "full":
+        shapes.export_imagefolder(shapes.make_dataset(6, seed=3), tmp_path / "captions")
+        data = ["--train_data_dir", str(tmp_path / "captions")]
+    else:
+        data = ["--instance_data_dir", str(instance_dir)]
+    args = [method, *data, "--max_train_steps", "12", "--checkpointing_steps", "4", "--validation_steps", "4",
+            "--learning_rate", "1e-4", "--train_batch_size", "2"]  # fmt: skip
+    whole = command([*args, "--output_dir", str(tmp_path / "whole")])
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()
+    killed_dir = tmp_path / "killed"
+    killed = command([*args, "--output_dir", str(killed_dir)])
+    while not (killed_dir / "checkpoint-4" / "loop_state.json").is_file():
+        assert killed.poll() is None, killed.stderr.read()
+        time.sleep(0.05)
+    time.sleep(random.Random(method).uniform(0.0, 0.5))
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+    assert not (killed_dir / "finetune.json").exists()
+    resumed = command([*args, "--output_dir", str(killed_dir)])
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    a = load_file(tmp_path / "whole" / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(killed_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    records = [json.loads((d / "finetune.json").read_text()) for d in (tmp_path / "whole", killed_dir)]
+    assert records[0]["validations"] == records[1]["validations"] and len(records[1]["runs"]) == 2
+    assert not list(killed_dir.rglob("*.tmp")) and not list(killed_dir.rglob("*.part*"))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
