@@ -1,0 +1,116 @@
+"""No token anywhere: a fake ``HF_TOKEN`` in the environment and a fake ``--token`` on the command line, every entry
+point run with them on the offline models, then every file each run wrote (images, sidecars, CSVs, manifests,
+checkpoints, executed notebooks, reports, model cards, logs) and everything it printed scanned for either.
+
+The sweep over every week notebook is slow: ``make test-secrets`` runs it (CI does), ``make test`` skips it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from course_utils.course.paths import DATA_DIR, MODELS_DIR
+from course_utils.data import shapes
+
+pytestmark = pytest.mark.slow  # starts kernels and trainings
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_SECRET = "hf_FAKEenvSecret0123456789abcdefXYZ"
+ARG_SECRET = "hf_FAKEargSecret9876543210fedcbaXYZ"
+FULL_SWEEP = "DIFFUSION_COURSE_SECRETS_SWEEP"
+"""Set to 1 (``make test-secrets``) to run every week notebook with the planted token."""
+
+
+def _instances(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, position in enumerate(("left", "right", "top", "bottom")):
+        scene = shapes.Scene((shapes.ShapeSpec("plus", "yellow", "large", position),), "grey")
+        Image.fromarray(shapes.render(scene, rng=rng)).save(folder / f"{i}.png")
+    return folder
+
+
+def _digits_copy(folder: Path) -> Path:
+    shutil.copytree(MODELS_DIR / "digits-ddpm", folder / "digits-ddpm")
+    return folder
+
+
+# name → (argv after ``diffusion-course``, built in a scratch folder; the exit code expected)
+ENTRY_POINTS: dict[str, tuple[Callable[[Path], list[str]], int]] = {
+    "generate --token": (
+        lambda tmp: ["generate", "--prompt", "a red circle", "--num_inference_steps", "2", "--output_dir",
+                     str(tmp / "out"), "--token", ARG_SECRET],
+        0,
+    ),
+    "generate a gated hub model, refused": (
+        lambda tmp: ["generate", "--prompt", "a red circle", "--model_id", "stabilityai/stable-diffusion-3.5-medium",
+                     "--output_dir", str(tmp / "out"), "--token", ARG_SECRET],
+        2,
+    ),
+    "sweep": (
+        lambda tmp: ["sweep", "--vary", "guidance_scale", "--values", "1", "3", "--prompt", "a red circle",
+                     "--num_inference_steps", "2", "--seeds", "0", "--output_dir", str(tmp / "out")],
+        0,
+    ),
+    "train": (lambda tmp: ["train", "digits", "--output_dir", str(tmp / "out"), "--max-steps", "2"], 0),
+    "finetune": (
+        lambda tmp: ["finetune", "lora", "--instance_data_dir", str(_instances(tmp / "instances")), "--output_dir",
+                     str(tmp / "out"), "--max_train_steps", "2", "--train_batch_size", "2"],
+        0,
+    ),
+    "synthetic --token": (
+        lambda tmp: ["synthetic", "--input", str(DATA_DIR / "synthetic" / "shapes_concepts.csv"), "--output_dir",
+                     str(tmp / "out"), "--limit", "1", "--variations", "1", "--num_inference_steps", "2",
+                     "--token", ARG_SECRET],
+        0,
+    ),
+    "models --eval-only": (
+        lambda tmp: ["models", "--only", "digits", "--eval-only", "--out", str(_digits_copy(tmp / "models"))],
+        0,
+    ),
+    "run": (lambda tmp: ["run", "--weeks", "00", "--out", str(tmp / "out")], 0),
+}  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_TOKEN": ENV_SECRET, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _leaks(folder: Path, printed: str) -> list[str]:
+    """Where either secret appears: ``printed`` output and every file under ``folder``."""
+    found = [f"printed output holds {name}" for name, s in (("HF_TOKEN", ENV_SECRET), ("--token", ARG_SECRET))
+             if s in printed]  # fmt: skip
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        found += [f"{path} holds {name}" for name, s in (("HF_TOKEN", ENV_SECRET), ("--token", ARG_SECRET))
+                  if s.encode() in data]  # fmt: skip
+    return found
+
+
+@pytest.mark.parametrize("name", list(ENTRY_POINTS))
+def test_no_entry_point_writes_or_prints_a_token(name: str, tmp_path: Path) -> None:
+    make_argv, expected = ENTRY_POINTS[name]
+    argv = [sys.executable, "-m", "course_utils.course.cli", *make_argv(tmp_path)]
+    proc = subprocess.run(argv, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == expected, proc.stdout[-3000:] + proc.stderr[-3000:]
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert expected != 0 or written, "the run wrote nothing: the scan would prove nothing"
+    assert not _leaks(tmp_path, proc.stdout + proc.stderr)
+
+
+@pytest.mark.skipif(os.environ.get(FULL_SWEEP) != "1", reason=f"slow: `make test-secrets` sets {FULL_SWEEP}=1")
+def test_no_week_notebook_writes_or_prints_a_token(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "course_utils.course.cli", "run", "--out", str(tmp_path / "out")]
+    proc = subprocess.run(argv, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(list((tmp_path / "out").rglob("*.ipynb"))) >= 10
+    assert not _leaks(tmp_path, proc.stdout + proc.stderr)
