@@ -9,7 +9,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
 ARGS ?=
 SUBMISSIONS ?= submissions
 
-.PHONY: setup setup-ray run test test-isa test-fast notebooks setup-cells lab models assignments grade bench lint clean
+.PHONY: setup setup-ray run test test-isa test-secrets test-browser test-fast notebooks setup-cells lab models assignments grade bench lint clean
 
 setup: $(STAMP)
 
@@ -29,15 +29,24 @@ run: setup
 	$(COURSE) run $(ARGS)
 
 test: setup
-	$(PY) -m pytest -q tests weeks $(NBVAL)
+	$(PY) -m pytest -q tests weeks $(NBVAL) -m "not browser"
+
+# Every week notebook opened in JupyterLab in headless Chromium (Debian's: apt-get install chromium), all cells run
+# through the app, errors, figures and live widgets checked; screenshots in build/browser/.
+test-browser: setup
+	$(PY) -m pytest -q tests/test_browser.py -m browser
 
 # The notebooks' checked outputs once more with PyTorch's vector kernels and oneDNN's convolutions on another
 # instruction set: the cheapest stand-in for another CPU (printed numbers must not depend on it).
 test-isa: setup
 	ATEN_CPU_CAPABILITY=default DNNL_MAX_CPU_ISA=SSE41 $(PY) -m pytest -q weeks $(NBVAL)
 
+# Every week notebook run with a planted HF_TOKEN, then every file it wrote scanned for it (slow; CI runs it).
+test-secrets: setup
+	DIFFUSION_COURSE_SECRETS_SWEEP=1 $(PY) -m pytest -q tests/test_secrets.py -k week_notebook
+
 test-fast: setup
-	$(PY) -m pytest -q tests -m "not slow"
+	$(PY) -m pytest -q tests -m "not slow and not browser"
 
 # Re-execute the committed notebooks in place on the offline profile (week outputs are what nbval checks).
 notebooks: setup

@@ -377,7 +377,8 @@ class DrawingPad:
         self.pixels = np.zeros((size, size, 3), dtype=np.float32)  # (H, W, RGB) in [0, 1]
         self.drawn = False
         self._pressed = False
-        self.canvas = Canvas(width=size * scale, height=size * scale)
+        side = f"{size * scale}px"  # shown at its own size: a front end would otherwise stretch it to the page width
+        self.canvas = Canvas(width=size * scale, height=size * scale, layout={"width": side, "height": side})
         self.colour = widgets.ColorPicker(value=colour, description="colour", concise=True)
         self.brush = widgets.IntSlider(value=max(1, size // 12), min=1, max=max(1, size // 4), description="brush")
         self.fill_button = widgets.Button(description="fill", tooltip="paint the whole picture this colour")
