@@ -26,6 +26,8 @@ weights. Training checkpoints go to ``build/checkpoints/`` so an interrupted run
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -100,6 +102,7 @@ from course_utils.models.shapes_vae import (
 from course_utils.runtime import quiet_loading
 from course_utils.stats import Estimate, bootstrap_mean, proportion, wilson
 from course_utils.studies import run_study
+from course_utils.training.checkpoints import read_progress
 from course_utils.training.loop import TrainConfig, train_denoiser
 
 __all__ = [
@@ -116,6 +119,7 @@ __all__ = [
     "concept_judge_metrics",
     "concept_world",
     "digits_agreement",
+    "digits_checkpoints",
     "shapes_data",
     "train_concept_judge",
     "vae_round_trip",
@@ -130,16 +134,46 @@ DIGITS_CONFIG = TrainConfig(steps=4000, batch_size=128, lr=2e-3, warmup_steps=20
 P_UNCOND = 0.1  # label dropout for classifier-free guidance
 
 
+def digits_checkpoints(out: Path, steps: int = DIGITS_CONFIG.steps) -> Path:
+    """Where the digits stage of a ``steps``-step run keeps its checkpoints while it trains (removed once its model
+    is saved); another ``--steps`` is another run, with a folder of its own."""
+    return out / f".digits-ddpm-{steps}.checkpoints"
+
+
+def _swap_in(staging: Path, path: Path) -> None:
+    """Replace the folder ``path`` by ``staging`` (renames, so a kill leaves one whole model or the other)."""
+    old = path.with_name(f".{path.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(staging, path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def build_digits(out: Path, *, config: TrainConfig = DIGITS_CONFIG, train: bool = True) -> dict:
-    """Train (unless ``train`` is False), save and evaluate the digits DDPM; write its model card."""
+    """Train (unless ``train`` is False), save and evaluate the digits DDPM; write its model card.
+
+    Training checkpoints about eight times a run (at most 500 steps apart) into :func:`digits_checkpoints`, so a
+    killed ``make models`` started again resumes there and ends with the weights of an uninterrupted run; the model
+    is saved beside the old one and swapped in whole, then the checkpoints go.
+    """
     path = out / "digits-ddpm"
     seconds = None
     if train:
+        checkpoints = digits_checkpoints(out, config.steps)
+        for stale in out.glob(".digits-ddpm-*.checkpoints"):  # of a run with another --steps: never resumed
+            if stale != checkpoints:
+                print(f"digits DDPM: removing {stale}, the checkpoints of a run of other length")
+                shutil.rmtree(stale)
+        every = max(1, min(500, config.steps // 8))
+        config = replace(config, checkpoint_dir=str(checkpoints), checkpoint_every=every, checkpoints_total_limit=2)
+        found = read_progress(checkpoints)
+        if found is not None:
+            print(f"digits DDPM: resumed at step {found.step} of {config.steps} from {checkpoints}")
         torch.manual_seed(config.seed)
         split = load_digits_split()
         unet = build_digits_unet()
         alphas_cumprod = build_digits_scheduler().alphas_cumprod
-        started = time.perf_counter()
         ema, losses = train_denoiser(
             unet,
             x0=split.x_train,
@@ -150,8 +184,12 @@ def build_digits(out: Path, *, config: TrainConfig = DIGITS_CONFIG, train: bool 
             config=config,
             description="digits DDPM",
         )
-        seconds = time.perf_counter() - started
-        save_digits_pipeline(ema, path)
+        seconds = read_progress(checkpoints).seconds  # optimisation time, summed over resumed sessions
+        staging = out / ".digits-ddpm.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        save_digits_pipeline(ema, staging)
+        _swap_in(staging, path)
+        shutil.rmtree(checkpoints)
         print(f"digits DDPM: trained {config.steps} steps in {seconds:.0f} s; saved to {path}")
     metrics = digits_agreement(load_denoiser(str(path), device="cpu"))  # the folder just written
     if seconds is not None:
