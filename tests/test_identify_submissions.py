@@ -4,6 +4,7 @@ metadata first, then the file name a learning platform or a browser gave it, the
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,22 @@ def test_the_reason_names_the_assignments_it_knows(tmp_path: Path) -> None:
     (tmp_path / "notes.ipynb").write_bytes(_notebook())
     _, problem = identify(tmp_path / "notes.ipynb", ASSIGNMENTS)
     assert "sampling_loops_1 (01), sampling_loops_2 (02), data (06), synthetic_data (07)" in problem
+
+
+def test_a_kernel_that_cannot_bind_its_port_is_started_again_not_waited_for(tmp_path, monkeypatch):
+    from course_utils.course import grade
+
+    # the first run prints what a kernel prints when another took its port, then hangs (as nbclient would wait)
+    (tmp_path / "clashing.py").write_text(
+        "import pathlib, sys, time\n"
+        f"marker = pathlib.Path({str(tmp_path / 'tried')!r})\n"
+        "if not marker.exists():\n"
+        "    marker.touch()\n"
+        f"    print({grade.PORT_CLASH!r}, flush=True)\n"
+        "    time.sleep(600)\n"
+        "print('graded', sys.argv[1:])\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    start = time.monotonic()
+    code, output = grade._otter(["x"], timeout=60, module="clashing")
+    assert (code, output.strip()) == (0, "graded ['x']") and time.monotonic() - start < 30

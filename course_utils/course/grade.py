@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -219,34 +220,58 @@ def _by_file_name(notebook: Path, assignments: Sequence[Assignment]) -> Assignme
 # ---- running otter ----------------------------------------------------------------------------------------
 
 
+PORT_CLASH = "Address already in use"
+"""What a kernel prints when another run's kernel took the port it was given: kernels started side by side race
+for free ports, and nbclient would then wait for the dead kernel until the time limit."""
+ATTEMPTS = 3
+
+
 def _otter(args: Sequence[str], *, timeout: float, module: str = "otter") -> tuple[int | None, str]:
     """Run ``python -m MODULE ARGS`` (otter's own command line by default): (exit code or ``None`` on timeout,
     stdout and stderr together).
 
-    It runs in its own process group, so a timeout also ends the kernel otter started.
+    It runs in its own process group, so a timeout also ends the kernel otter started. A run whose kernel could not
+    bind its port (:data:`PORT_CLASH`) is ended at once and started again, up to :data:`ATTEMPTS` times.
     """
     # one OpenMP thread per run: several kernels on few cores otherwise slow each other down many times over
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        start_new_session=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        if hasattr(os, "killpg"):
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:  # pragma: no cover - Windows
-            proc.kill()
-        output, _ = proc.communicate()
-        return None, output
-    return proc.returncode, output
+    for attempt in range(1, ATTEMPTS + 1):
+        with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            deadline, clashed = time.monotonic() + timeout, False
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+                log.seek(0)
+                if PORT_CLASH in log.read():
+                    clashed = True
+                    break
+            finished = proc.poll() is not None
+            if not finished:
+                _kill_group(proc)
+            log.seek(0)
+            output = log.read()
+        if finished:
+            return proc.returncode, output
+        if not clashed or attempt == ATTEMPTS:
+            return None, output
+        time.sleep(random.uniform(0.5, 2.0))  # start again, out of step with the run it clashed with
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """End ``proc`` and every process it started (the kernel)."""
+    if hasattr(os, "killpg"):
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:  # pragma: no cover - Windows
+        proc.kill()
+    proc.wait()
 
 
 def _error_line(output: str) -> str:
@@ -550,7 +575,7 @@ def _grade_command(args: argparse.Namespace) -> int:
 @main_guard
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """``python -m course_utils.course.grade {assign,grade} …``; see the module docstring."""
-    args = build_parser(prog).parse_args(argv)
+    args = build_parser(prog).parse_strict(argv)
     if args.command == "assign":
         return _assign_command(args.weeks, out=args.out, assignments_dir=args.assignments_dir)
     return _grade_command(args)
