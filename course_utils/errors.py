@@ -63,8 +63,13 @@ class ArgumentParser(argparse.ArgumentParser):
         "unrecognized arguments")."""
         args, unknown = self.parse_known_args(argv)
         if unknown:
-            valid = [action.option_strings[0] for action in self._actions if action.option_strings]
-            spellings = [name for action in self._actions for name in action.option_strings if name.startswith("--")]
+            parser = self  # the subcommand's parser, when there is one: its options are those to name
+            for action in self._actions:
+                chosen = getattr(args, action.dest, None)
+                if isinstance(action, argparse._SubParsersAction) and chosen in action.choices:
+                    parser = action.choices[chosen]
+            valid = [action.option_strings[0] for action in parser._actions if action.option_strings]
+            spellings = [name for action in parser._actions for name in action.option_strings if name.startswith("--")]
             guess = suggest(unknown[0].split("=", 1)[0], spellings)
             hint = f" (did you mean {guess}?)" if guess else ""
             raise CourseError(f"unknown option {unknown[0]!r}; valid options: {', '.join(valid)}{hint}")

@@ -418,6 +418,25 @@ CASES: dict[str, Case] = {
         lambda tmp: ["models", "--only", "digit", "--out", out(tmp)],
         "unknown stage 'digit'; valid stages: digits, shapes-clip,",
     ),
+    "models: an option it does not have": Case(
+        lambda tmp: ["models", "--stage", "digits", "--out", out(tmp)],
+        "unknown option '--stage'; valid options: -h, --out, --only, --steps, --eval-only",
+    ),
+    "run: an option abbreviated two ways": Case(
+        lambda tmp: ["run", "--week", "01", "--out", out(tmp)],
+        "ambiguous option: --week could match --weeks, --weeks-dir",
+    ),
+    # grade (make grade)
+    "grade: an option of another command": Case(
+        lambda tmp: ["grade", str(tmp), "--weeks", "01", "--out", out(tmp)],
+        ("unknown option '--weeks'; valid options: -h, --week, --dist", "(did you mean --week?)"),
+    ),
+    "grade: no such submissions folder": Case(
+        lambda tmp: ["grade", str(tmp / "submisions"), "--out", out(tmp)], "no submissions folder at "
+    ),
+    "grade: a folder with no notebooks": Case(
+        lambda tmp: ["grade", str(tmp), "--week", "09", "--out", out(tmp)], "no notebooks (*.ipynb) under "
+    ),
     # COCO → imagefolder (python -m course_utils.data.coco), the data finetune reads
     "coco: annotations missing keys": Case(
         coco_missing_keys,
@@ -500,5 +519,5 @@ def test_bad_input_is_one_line_and_writes_nothing(name, tmp_path, monkeypatch, c
 
 def test_the_table_covers_every_command():
     assert {name.split(":")[0] for name in CASES} >= {
-        "run", "models", "generate", "sweep", "train", "finetune", "synthetic", "coco"
+        "run", "models", "grade", "generate", "sweep", "train", "finetune", "synthetic", "coco"
     }

@@ -42,7 +42,7 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
 
 @main_guard
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
-    args = build_parser(prog).parse_args(argv)
+    args = build_parser(prog).parse_strict(argv)
     stages = [check_choice("stage", name.strip(), ALL_STAGES) for name in args.only.split(",") if name.strip()]
     if args.steps is not None:  # it would otherwise change nothing, and a card would claim steps never run
         if args.eval_only:
