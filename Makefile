@@ -9,7 +9,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/sanitize.cfg
 ARGS ?=
 SUBMISSIONS ?= submissions
 
-.PHONY: setup setup-ray run test test-isa test-secrets test-browser test-fast notebooks setup-cells lab models assignments grade bench lint clean
+.PHONY: setup setup-ray run test test-isa test-long test-browser test-fast notebooks setup-cells lab models assignments grade bench lint clean
 
 setup: $(STAMP)
 
@@ -29,10 +29,10 @@ run: setup
 	$(COURSE) run $(ARGS)
 
 test: setup
-	$(PY) -m pytest -q tests weeks $(NBVAL) -m "not browser"
+	$(PY) -m pytest -q tests weeks $(NBVAL) -m "not browser and not long"
 
 # Every week notebook opened in JupyterLab in headless Chromium (Debian's: apt-get install chromium), all cells run
-# through the app, errors, figures and live widgets checked; screenshots in build/browser/.
+# through the app, errors, figures and live widgets checked; screenshots in build/screens/.
 test-browser: setup
 	$(PY) -m pytest -q tests/test_browser.py -m browser
 
@@ -41,12 +41,13 @@ test-browser: setup
 test-isa: setup
 	ATEN_CPU_CAPABILITY=default DNNL_MAX_CPU_ISA=SSE41 $(PY) -m pytest -q weeks $(NBVAL)
 
-# Every week notebook run with a planted HF_TOKEN, then every file it wrote scanned for it (slow; CI runs it).
-test-secrets: setup
-	DIFFUSION_COURSE_SECRETS_SWEEP=1 $(PY) -m pytest -q tests/test_secrets.py -k week_notebook
+# The long tests, with reduced parameters (CI runs them): `make models` and `make run` killed with SIGKILL and
+# resumed; every entry point and every week notebook run with a planted HF_TOKEN, every file written scanned for it.
+test-long: setup
+	DIFFUSION_COURSE_SECRETS_SWEEP=1 $(PY) -m pytest -q tests -m long
 
 test-fast: setup
-	$(PY) -m pytest -q tests -m "not slow and not browser"
+	$(PY) -m pytest -q tests -m "not slow and not browser and not long"
 
 # Re-execute the committed notebooks in place on the offline profile (week outputs are what nbval checks).
 notebooks: setup

@@ -9,7 +9,7 @@ the app (JupyterLab's ``notebook:run-all-cells`` command) and checks what the pa
 - the notebooks with live panels (the drawing pad in 02b, the generation panel in 03b) render them as widgets,
   not as "Error displaying widget", and in 03b a seed typed into the panel and *generate* change its picture.
 
-A screenshot of each notebook goes to ``build/browser/``. ``make test-browser`` runs this (CI does, after
+A screenshot of each notebook goes to ``build/screens/``. ``make test-browser`` runs this (CI does, after
 installing ``chromium`` with apt); without Chromium or Playwright every test skips with the reason.
 """
 
@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 WEEKS = ROOT / "weeks"
 NOTEBOOKS = sorted(p.relative_to(WEEKS).as_posix() for p in WEEKS.glob("*/*.ipynb"))
-SCREENSHOTS = ROOT / "build" / "browser"
+SCREENSHOTS = ROOT / "build" / "screens"
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = [  # a closed network: no background connections, no updates, no sync
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

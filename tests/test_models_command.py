@@ -5,20 +5,18 @@ one replaces it, and nothing of the run (checkpoints, a half-saved folder) is le
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from killing import kill_after_checkpoint
 from safetensors.torch import load_file
 
 from course_utils.models.stages import digits_checkpoints
-from course_utils.training.checkpoints import read_progress
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+pytestmark = [pytest.mark.slow, pytest.mark.long, pytest.mark.usefixtures("one_thread")]
 
 STEPS = 48  # checkpoints every 6 steps (a run keeps about eight)
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,16 +46,7 @@ def test_a_sigkilled_models_run_resumes_to_the_bytes_of_an_uninterrupted_one(tmp
     every = STEPS // 8
     target, delay = every * rng.randint(1, 6), rng.uniform(0.0, 0.2)
     process = subprocess.Popen(command(part), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = digits_checkpoints(part, STEPS)
-    deadline = time.monotonic() + 900
-    while (progress := read_progress(checkpoints)) is None or progress.step < target:
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
-        time.sleep(0.01)
-    time.sleep(delay)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
-    killed_at = read_progress(checkpoints).step
+    killed_at = kill_after_checkpoint(process, digits_checkpoints(part, STEPS), step=target, delay=delay)
     assert target <= killed_at < STEPS
     assert (part / "digits-ddpm" / "model_index.json").read_text() == '{"_class_name": "DDPMPipeline"}\n'
 

@@ -277,6 +277,7 @@ def test_missing_model_files_are_one_line_and_exit_2(weeks: Path, tmp_path: Path
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.long
 def test_a_sigkilled_run_resumes_with_only_the_notebooks_it_did_not_finish(tmp_path: Path) -> None:
     """Killed with SIGKILL at a seeded random moment after its first notebook, ``--resume`` runs the rest: the
     finished notebook is not run again, every notebook ends executed, no partial file is left."""

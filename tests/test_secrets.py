@@ -2,7 +2,7 @@
 point run with them on the offline models, then every file each run wrote (images, sidecars, CSVs, manifests,
 checkpoints, executed notebooks, reports, model cards, logs) and everything it printed scanned for either.
 
-The sweep over every week notebook is slow: ``make test-secrets`` runs it (CI does), ``make test`` skips it.
+All of it is slow: ``make test-long`` runs it (CI does), ``make test`` leaves it out.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from PIL import Image
 from course_utils.course.paths import DATA_DIR, MODELS_DIR
 from course_utils.data import shapes
 
-pytestmark = pytest.mark.slow  # starts kernels and trainings
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # starts kernels and trainings: `make test-long`, CI
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_SECRET = "hf_FAKEenvSecret0123456789abcdefXYZ"
 ARG_SECRET = "hf_FAKEargSecret9876543210fedcbaXYZ"
 FULL_SWEEP = "DIFFUSION_COURSE_SECRETS_SWEEP"
-"""Set to 1 (``make test-secrets``) to run every week notebook with the planted token."""
+"""Set to 1 (``make test-long``) to run every week notebook with the planted token."""
 
 
 def _instances(folder: Path) -> Path:
@@ -107,7 +107,7 @@ def test_no_entry_point_writes_or_prints_a_token(name: str, tmp_path: Path) -> N
     assert not _leaks(tmp_path, proc.stdout + proc.stderr)
 
 
-@pytest.mark.skipif(os.environ.get(FULL_SWEEP) != "1", reason=f"slow: `make test-secrets` sets {FULL_SWEEP}=1")
+@pytest.mark.skipif(os.environ.get(FULL_SWEEP) != "1", reason=f"slow: `make test-long` sets {FULL_SWEEP}=1")
 def test_no_week_notebook_writes_or_prints_a_token(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "course_utils.course.cli", "run", "--out", str(tmp_path / "out")]
     proc = subprocess.run(argv, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=3600)

@@ -6,14 +6,13 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from killing import kill_after_checkpoint
 from safetensors.torch import load_file
 
 from course_utils.models.digits import DigitsPipeline
@@ -64,15 +63,7 @@ def test_a_sigkilled_run_resumes_to_the_bytes_of_an_uninterrupted_one(tmp_path):
     target, delay = EVERY * rng.randint(1, 4), rng.uniform(0.0, 0.2)
     part = tmp_path / "part"
     process = subprocess.Popen(command(part), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    deadline = time.monotonic() + 600
-    while (progress := read_progress(part)) is None or progress.step < target:
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
-        time.sleep(0.01)
-    time.sleep(delay)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
-    killed_at = read_progress(part).step
+    killed_at = kill_after_checkpoint(process, part, step=target, delay=delay, timeout=600)
     assert target <= killed_at < STEPS and not (part / "training.json").exists()
 
     resumed = subprocess.run(command(part), env=ENV, capture_output=True, text=True, timeout=600)
