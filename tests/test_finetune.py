@@ -7,15 +7,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from killing import kill_after_checkpoint
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -239,12 +238,7 @@ def test_a_sigkilled_lora_run_resumes_to_the_same_adapter(tmp_path, instance_dir
     # the same command killed at a seeded random moment after its first checkpoint, then started again
     killed_dir = tmp_path / "killed"
     killed = command([*args, "--output_dir", str(killed_dir)])
-    while not (killed_dir / "checkpoint-10" / "loop_state.json").is_file():
-        assert killed.poll() is None, killed.stderr.read()
-        time.sleep(0.05)
-    time.sleep(random.Random(0).uniform(0.0, 0.5))
-    killed.send_signal(signal.SIGKILL)
-    assert killed.wait(timeout=60) == -signal.SIGKILL
+    kill_after_checkpoint(killed, killed_dir, step=10, delay=random.Random(0).uniform(0.0, 0.5), timeout=600)
     assert not (killed_dir / "finetune.json").exists()
     state = json.loads(sorted(killed_dir.glob("checkpoint-*/loop_state.json"))[-1].read_text())
     assert state["step"] < 30
@@ -283,12 +277,7 @@ def test_a_sigkilled_run_of_the_whole_unet_resumes_to_the_same_weights(tmp_path,
     assert whole.wait(timeout=600) == 0, whole.stderr.read()
     killed_dir = tmp_path / "killed"
     killed = command([*args, "--output_dir", str(killed_dir)])
-    while not (killed_dir / "checkpoint-4" / "loop_state.json").is_file():
-        assert killed.poll() is None, killed.stderr.read()
-        time.sleep(0.05)
-    time.sleep(random.Random(method).uniform(0.0, 0.5))
-    killed.send_signal(signal.SIGKILL)
-    assert killed.wait(timeout=60) == -signal.SIGKILL
+    kill_after_checkpoint(killed, killed_dir, step=4, delay=random.Random(method).uniform(0.0, 0.5), timeout=600)
     assert not (killed_dir / "finetune.json").exists()
     resumed = command([*args, "--output_dir", str(killed_dir)])
     _, err = resumed.communicate(timeout=600)

@@ -69,39 +69,22 @@ def test_sweeps_run_on_each_architecture(tiny_sd_family, tmp_path, family, setti
     assert "diversity" in table and len(result.study.samples["clip_score"][0].shape) == 2  # (prompts, seeds)
 
 
+def _guidance_sweep(model: str, values: list[float]) -> list[torch.Tensor]:
+    """One prompt, seed 5, two steps at 32×32: a column per guidance value."""
+    return run_sweep(setting="guidance_scale", values=values, prompts=[PROMPT], seeds=[5], model_id=model,
+                     num_inference_steps=2, height=32, width=32, clip_model=None, progress=False).study.images
+
+
 @needs_clip
 def test_the_fixed_seed_makes_columns_differ_only_by_the_setting(tiny_sd_family):
-    result = run_sweep(
-        setting="guidance_scale",
-        values=[3, 3],
-        prompts=[PROMPT],
-        seeds=[5],
-        model_id=str(tiny_sd_family["sd"]),
-        num_inference_steps=2,
-        height=32,
-        width=32,
-        clip_model=None,
-        progress=False,
-    )
-    first, second = result.study.images
+    first, second = _guidance_sweep(str(tiny_sd_family["sd"]), [3, 3])
     torch.testing.assert_close(first, second)  # same value, same seed: the same picture
 
 
 @needs_clip
 def test_each_column_is_drawn_with_its_own_value(tiny_sd_family):
     def sweep(values):
-        return run_sweep(
-            setting="guidance_scale",
-            values=values,
-            prompts=[PROMPT],
-            seeds=[5],
-            model_id=str(tiny_sd_family["sd"]),
-            num_inference_steps=2,
-            height=32,
-            width=32,
-            clip_model=None,
-            progress=False,
-        ).study.images
+        return _guidance_sweep(str(tiny_sd_family["sd"]), values)
 
     low, high = sweep([1, 9])
     (alone,) = sweep([9])
