@@ -30,7 +30,7 @@ from course_utils.course.registry import check_available, resolve_text_model
 from course_utils.errors import CourseError, check_choice
 from course_utils.sd.memory import MemoryPlan, override_plan, plan_memory
 from course_utils.sd.support import GenerationSettings, check_request
-from course_utils.sd.sweep_study import COURSE_CLIP, HUB_CLIP
+from course_utils.sd.sweep_study import COURSE_CLIP, HUB_CLIP, check_clip
 from course_utils.synthetic.captioners import MAX_CAPTION_CHARS, TemplateCaptioner, load_captioner
 from course_utils.synthetic.engines import make_engine
 from course_utils.synthetic.ids import caption_id, shard_of, stable_seed, title_id
@@ -238,8 +238,8 @@ def _check_models(config: SyntheticConfig, settings: GenerationSettings, clip_mo
     check_available(settings.resolved)
     if config.captioner != "template" and not Path(config.captioner).expanduser().is_dir():
         check_available(resolve_text_model(config.captioner), what="captioner")
-    if clip_model not in (NO_CLIP, COURSE_CLIP) and not Path(clip_model).expanduser().is_dir():
-        check_available(resolve_text_model(clip_model, family="clip"), what="CLIP")
+    if clip_model != NO_CLIP:
+        check_clip(clip_model)
 
 
 def prepare(config: SyntheticConfig, *, loading: bool = True) -> Prepared:
