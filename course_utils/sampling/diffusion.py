@@ -185,7 +185,8 @@ def ddim_step(
     classifier-free guidance breaks pixel-space DDIM: on the course's digits model, agreement at
     w = 3 falls from 100 % to 4 %.
     """
-    if not 0 <= eta <= 1:  # above 1, σ_t² can pass 1 − ᾱ_{t−1} and the direction term's root is of a negative
+    # above 1, σ_t² can pass 1 − ᾱ_{t−1}, and the direction term's root is of a negative number
+    if not 0 <= eta <= 1:
         raise CourseError(f"ddim_step: eta must lie in [0, 1] (0: deterministic, 1: DDPM's variance), got {eta}")
     alpha_bar, alpha_bar_prev = _alpha_bars(schedule.alphas_cumprod, t, t_prev, x_t)
     eps, x0 = eps_and_x0(output, x_t, alpha_bar, schedule.prediction_type)
