@@ -28,23 +28,35 @@ setup-ray: setup
 run: setup
 	$(COURSE) run $(ARGS)
 
+# Two pytest workers, one per core; each test file (and each notebook) stays on one worker, whose kernels and
+# subprocesses use one thread each (two pools of two threads on two cores spin against each other).
+# WEEKS_ENV runs the notebooks' checked outputs under other settings: CI passes the other instruction set of
+# test-isa, so that the notebooks run once there, not twice.
+JOBS ?= 2
+XDIST := -n $(JOBS) --dist loadfile
+WEEKS_ENV ?=
+ISA := ATEN_CPU_CAPABILITY=default DNNL_MAX_CPU_ISA=SSE41
+
 test: setup
-	$(PY) -m pytest -q tests weeks $(NBVAL) -m "not browser and not long"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(XDIST) tests -m "not browser and not long"
+	OMP_NUM_THREADS=1 $(WEEKS_ENV) $(PY) -m pytest -q $(XDIST) weeks $(NBVAL)
 
 # Every week notebook opened in JupyterLab in headless Chromium (Debian's: apt-get install chromium), all cells run
-# through the app, errors, figures and live widgets checked; screenshots in build/screens/.
+# through the app, errors, figures and live widgets checked, a planted HF_TOKEN scanned for in everything written;
+# screenshots in build/screens/. Two servers and browsers, one per core, share the notebooks.
 test-browser: setup
-	$(PY) -m pytest -q tests/test_browser.py -m browser
+	$(PY) -m pytest -q -n $(JOBS) --dist load tests/test_browser.py -m browser
 
 # The notebooks' checked outputs once more with PyTorch's vector kernels and oneDNN's convolutions on another
 # instruction set: the cheapest stand-in for another CPU (printed numbers must not depend on it).
 test-isa: setup
-	ATEN_CPU_CAPABILITY=default DNNL_MAX_CPU_ISA=SSE41 $(PY) -m pytest -q weeks $(NBVAL)
+	OMP_NUM_THREADS=1 $(ISA) $(PY) -m pytest -q $(XDIST) weeks $(NBVAL)
 
 # The long tests, with reduced parameters (CI runs them): `make models` and `make run` killed with SIGKILL and
-# resumed; every entry point and every week notebook run with a planted HF_TOKEN, every file written scanned for it.
+# resumed; every entry point run with a planted HF_TOKEN, every file written scanned for it (the week notebooks get
+# that scan in test-browser, where they all run anyway).
 test-long: setup
-	DIFFUSION_COURSE_SECRETS_SWEEP=1 $(PY) -m pytest -q tests -m long
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q $(XDIST) tests -m long
 
 test-fast: setup
 	$(PY) -m pytest -q tests -m "not slow and not browser and not long"

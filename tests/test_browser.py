@@ -7,7 +7,10 @@ the app (JupyterLab's ``notebook:run-all-cells`` command) and checks what the pa
 - no cell has an error output;
 - every cell that has a figure in the committed notebook shows one (an ``<img>``), or a live widget in its place;
 - the notebooks with live panels (the drawing pad in 02b, the generation panel in 03b) render them as widgets,
-  not as "Error displaying widget", and in 03b a seed typed into the panel and *generate* change its picture.
+  not as "Error displaying widget", and in 03b a seed typed into the panel and *generate* change its picture;
+- no token anywhere: the server runs with a fake ``HF_TOKEN`` planted in its environment (its kernels inherit it),
+  and after each run the saved notebook, every file the kernels wrote (``TMPDIR`` points into the server's folder)
+  and the server's log are scanned for it (the entry points get the same scan in ``tests/test_secrets.py``).
 
 A screenshot of each notebook goes to ``build/screens/``. ``make test-browser`` runs this (CI does, after
 installing ``chromium`` with apt); without Chromium or Playwright every test skips with the reason.
@@ -27,6 +30,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from planted_secrets import ENV_SECRET, leaks
 
 from course_utils.course.paths import ROOT
 
@@ -70,15 +74,20 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """A JupyterLab server on a copy of ``weeks/``: ``(base URL, token)``. Its own config, settings and runtime
-    folders, so nothing of the user's (or of a previous run) changes what it shows."""
+    """A JupyterLab server on a copy of ``weeks/``: ``(base URL, token, its folder)``. Its own config, settings,
+    runtime and temporary folders, so nothing of the user's (or of a previous run) changes what it shows, and what
+    its kernels write stays where the token scan looks."""
     home = tmp_path_factory.mktemp("lab")
     root = home / "weeks"
     shutil.copytree(WEEKS, root)
+    (home / "tmp").mkdir()
     port, token = _free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
+        "HF_TOKEN": ENV_SECRET,
+        "TMPDIR": str(home / "tmp"),
+        "OMP_NUM_THREADS": "1",  # a kernel's thread pool beside the browser's renderer on two cores
         "JUPYTER_CONFIG_DIR": str(home / "config"),
         "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
         "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
@@ -108,7 +117,7 @@ def lab(tmp_path_factory):
                 server.kill()
                 pytest.fail(f"JupyterLab did not start:\n{(home / 'lab.log').read_text()[-3000:]}")
             time.sleep(0.5)
-    yield base, token
+    yield base, token, home
     server.terminate()
     try:
         server.wait(timeout=30)
@@ -158,7 +167,7 @@ def _has_figure(outputs: list[dict]) -> bool:
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_every_notebook_runs_in_jupyterlab_in_a_browser(notebook, lab, browser):
-    base, token = lab
+    base, token, home = lab
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors_in_page: list[str] = []
     page.on("pageerror", lambda err: errors_in_page.append(str(err)))
@@ -200,9 +209,21 @@ def test_every_notebook_runs_in_jupyterlab_in_a_browser(notebook, lab, browser):
         if notebook == "02_sampling_loops_2/02b_editing.ipynb":
             _drawing_pad_paints_where_it_is_dragged(page)
         assert not errors_in_page, errors_in_page
+        _no_token_in_what_it_wrote(page, home, notebook)
     finally:
         _screenshot(page, SCREENSHOTS / f"{Path(notebook).stem}.png")
         page.close()
+
+
+SAVE = "async () => { await window.jupyterapp.commands.execute('docmanager:save'); }"
+
+
+def _no_token_in_what_it_wrote(page, home: Path, notebook: str) -> None:
+    """Save the run notebook; then neither it nor anything else under the server's folder holds the token."""
+    page.evaluate(SAVE)
+    saved = json.loads((home / "weeks" / notebook).read_text())
+    assert sum(len(c.get("outputs", [])) for c in saved["cells"]), "the saved notebook has no outputs to scan"
+    assert not leaks(home, "")
 
 
 def _screenshot(page, path: Path) -> None:
