@@ -30,8 +30,8 @@ run: setup
 
 # Two pytest workers, one per core; each test file (and each notebook) stays on one worker, whose kernels and
 # subprocesses use one thread each (two pools of two threads on two cores spin against each other).
-# WEEKS_ENV runs the notebooks' checked outputs under other settings: CI passes the other instruction set of
-# test-isa, so that the notebooks run once there, not twice.
+# WEEKS_ENV runs the notebooks' checked outputs under other settings (make test WEEKS_ENV='$(ISA)' runs them on
+# test-isa's instruction set instead of natively).
 JOBS ?= 2
 XDIST := -n $(JOBS) --dist loadfile
 WEEKS_ENV ?=
