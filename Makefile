@@ -52,7 +52,7 @@ test-browser: setup
 test-isa: setup
 	OMP_NUM_THREADS=1 $(ISA) $(PY) -m pytest -q $(XDIST) weeks $(NBVAL)
 
-# The long tests, with reduced parameters (CI runs them): `make models` and `make run` killed with SIGKILL and
+# The long tests, with reduced parameters: `make models` and `make run` killed with SIGKILL and
 # resumed; every entry point run with a planted HF_TOKEN, every file written scanned for it (the week notebooks get
 # that scan in test-browser, where they all run anyway).
 test-long: setup

@@ -2,7 +2,7 @@
 point run with them on the offline models, then every file each run wrote (images, sidecars, CSVs, manifests,
 checkpoints, executed notebooks, reports, model cards, logs) and everything it printed scanned for either.
 
-All of it is slow: ``make test-long`` runs it (CI does), ``make test`` leaves it out. The week notebooks get the
+All of it is slow: ``make test-long`` runs it, ``make test`` leaves it out. The week notebooks get the
 same scan where they already all run, in JupyterLab: ``tests/test_browser.py`` plants the token in the server's
 environment and scans every notebook it saved, every file the kernels wrote and the server's log.
 """
