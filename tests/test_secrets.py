@@ -21,12 +21,10 @@ import pytest
 from PIL import Image
 from planted_secrets import ARG_SECRET, ENV_SECRET, leaks
 
-from course_utils.course.paths import DATA_DIR, MODELS_DIR
+from course_utils.course.paths import DATA_DIR, MODELS_DIR, ROOT
 from course_utils.data import shapes
 
-pytestmark = [pytest.mark.slow, pytest.mark.long]  # starts kernels and trainings: `make test-long`, CI
-
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.long]  # starts kernels and trainings: `make test-long`
 
 
 def _instances(folder: Path) -> Path:
