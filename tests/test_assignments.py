@@ -153,18 +153,20 @@ WEEKS = {
     "05": Week(
         folder="05_finetuning",
         notebook="finetuning.ipynb",
-        questions={"q1": 3, "q2": 3, "q3": 2, "q4": 2},
+        questions={"q1": 3, "q2": 3, "q3": 2, "q4": 2, "q5": 3},
         answers={
             "q1": "def caption_rows(",
             "q2": "def add_lora(",
             "q3": "def dreambooth_loss(",
             "q4": "def merge_lora(",
+            "q5": "def train_lora(",
         },
         public=(
             "test_q1_clean_annotations",
             "test_q2_counts_what_it_trains",
             "test_q3_two_halves",
             "test_q4_one_layer",
+            "test_q5_the_adapter_learns_the_held_out_hearts",
         ),
         hidden=(
             "test_q1_planted_bad_annotations_match_the_package",
@@ -175,6 +177,8 @@ WEEKS = {
             "test_q3_an_odd_batch_is_refused",
             "test_q4_agrees_with_peft_and_leaves_the_layer_alone",
             "test_q4_the_merged_unet_computes_what_the_adapted_one_does",
+            "test_q5_the_objective_and_the_draws_as_specified",
+            "test_q5_trains_what_requires_gradients_and_nothing_else",
         ),
     ),
     "06": Week(

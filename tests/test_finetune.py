@@ -23,6 +23,7 @@ from course_utils.data import shapes
 from course_utils.errors import CourseError
 from course_utils.training import finetuning
 from course_utils.training.finetuning import (
+    VALIDATION_TIMESTEPS,
     FinetuneConfig,
     attach_lora,
     finetune,
@@ -135,6 +136,11 @@ def test_validation_loss_depends_on_the_weights_alone():
     assert first == again
     assert torch.equal(state, torch.get_rng_state())  # the global RNG is not touched
     assert validation_loss(unet, z, cond, alphas_cumprod=abar, prediction_type="epsilon", seed=4) != first
+    pairs = validation_loss(unet, z, cond, alphas_cumprod=abar, prediction_type="epsilon", seed=3, reduction="none")
+    assert pairs.shape == (3 * VALIDATION_TIMESTEPS,)  # each (image, level) pair, image by image
+    assert float(pairs.mean()) == pytest.approx(first, rel=1e-6)
+    with pytest.raises(CourseError, match="unknown reduction 'sum'; valid reductions: mean, none"):
+        validation_loss(unet, z, cond, alphas_cumprod=abar, prediction_type="epsilon", seed=3, reduction="sum")
 
 
 # ---------------------------------------------------------------------------------------------- runs

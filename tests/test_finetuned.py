@@ -9,9 +9,18 @@ import torch
 from safetensors import safe_open
 
 from course_utils.course.paths import MODELS_DIR
+from course_utils.data import shapes
+from course_utils.data.concepts import HEART, instance_images, instance_prompt
 from course_utils.errors import CourseError
-from course_utils.models.finetuned import FOLDER, MEASURES, FinetunedRun, build_finetuned_stage, load_adapter
-from course_utils.training.finetuning import LORA_FILE, load_base
+from course_utils.models.finetuned import (
+    FOLDER,
+    MEASURES,
+    FinetunedRun,
+    build_finetuned_stage,
+    instance_latents,
+    load_adapter,
+)
+from course_utils.training.finetuning import LORA_FILE, load_base, prepare_words
 
 
 def test_an_unknown_adapter_is_one_line_naming_the_committed_ones():
@@ -35,6 +44,20 @@ def test_the_committed_adapters_load_with_their_alpha_and_change_the_unet(name):
         assert not torch.allclose(
             tuned.unet(z, t, encoder_hidden_states=cond).sample, base.unet(z, t, encoder_hidden_states=cond).sample
         )
+
+
+def test_instance_latents_are_the_pictures_the_vae_decodes_back_and_the_prompt_with_its_new_words():
+    pipe = load_base(str(MODELS_DIR / "shapes-sd"))
+    prepare_words(pipe, [instance_prompt(HEART)], seed=0)
+    latents, cond = instance_latents(pipe, n=3, seed=1)
+    assert latents.shape == (3, 4, 8, 8) and cond.shape == (3, pipe.tokenizer.model_max_length, 64)
+    pictures = shapes.to_tensor(instance_images(HEART, n=3, seed=1).images)
+    with torch.no_grad():
+        decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+        ids = pipe.tokenizer([instance_prompt(HEART)], padding="max_length", return_tensors="pt").input_ids
+        assert torch.equal(cond[2], pipe.text_encoder(ids)[0][0])
+    assert ((decoded - pictures) ** 2).mean() < ((decoded - pictures.roll(1, 0)) ** 2).mean()  # each its own picture
+    assert not torch.equal(instance_latents(pipe, n=3, seed=2)[0], latents)
 
 
 @pytest.mark.slow

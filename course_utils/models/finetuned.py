@@ -37,13 +37,24 @@ from course_utils.data.concepts import (
     class_prompt,
     concept_prompt,
     export_instance_images,
+    instance_images,
     instance_prompt,
 )
+from course_utils.data.shapes import to_tensor
 from course_utils.errors import CourseError
 from course_utils.models.cards import write_metrics
 from course_utils.models.shapes_judge import ShapesJudge, adherence, concept_hits, concept_rate, load_shapes_judge
 from course_utils.stats import Estimate, bootstrap_mean, proportion
-from course_utils.training.finetuning import LORA_FILE, RECORD_FILE, WORDS_FILE, FinetuneConfig, finetune, load_base
+from course_utils.training.finetuning import (
+    LORA_FILE,
+    RECORD_FILE,
+    WORDS_FILE,
+    FinetuneConfig,
+    embed_prompts,
+    encode_latents,
+    finetune,
+    load_base,
+)
 
 __all__ = [
     "COMPOSITIONS",
@@ -57,6 +68,7 @@ __all__ = [
     "concept_measures",
     "custom_dataset_run",
     "draw_images",
+    "instance_latents",
     "read_concept",
     "load_adapter",
 ]
@@ -131,6 +143,16 @@ def concept_images(
         "class": draw_images(pipe, [class_prompt(concept)], **kw),
         "ordinary": draw_images(pipe, list(ORDINARY_PROMPTS), **kw),
     }
+
+
+def instance_latents(pipe, *, concept: Concept = HEART, n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The concept's ``n`` instance pictures (:func:`~course_utils.data.concepts.instance_images`) as the training
+    loop sees them: scaled VAE latents ``z = s·E(x)`` ``(n, C, h, w)`` and the instance prompt's ``τ(y)``
+    ``(n, L, D)``. ``pipe`` must know the prompt's new words (:func:`~course_utils.training.finetuning.prepare_words`).
+    """
+    pictures = instance_images(concept, n=n, seed=seed)
+    latents = encode_latents(pipe.vae, to_tensor(pictures.images))
+    return latents, embed_prompts(pipe, [instance_prompt(concept)] * n)
 
 
 def composed_prompts(concept: Concept = HEART) -> list[str]:

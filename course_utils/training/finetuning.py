@@ -59,6 +59,8 @@ __all__ = [
     "add_words",
     "attach_lora",
     "class_images",
+    "embed_prompts",
+    "encode_latents",
     "finetune",
     "load_finetuned",
     "new_words",
@@ -425,7 +427,7 @@ def _read_imagefolder(folder: str, caption_column: str, resolution: int) -> tupl
 
 
 @torch.no_grad()
-def _encode(vae, images: torch.Tensor) -> torch.Tensor:
+def encode_latents(vae, images: torch.Tensor) -> torch.Tensor:
     """Images ``(N, 3, S, S)`` → scaled latents ``(N, C, S/f, S/f)`` (the posterior's mean), in chunks."""
     out = []
     for chunk in images.split(32):
@@ -435,7 +437,7 @@ def _encode(vae, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _embed_prompts(pipe, prompts: Sequence[str]) -> torch.Tensor:
+def embed_prompts(pipe, prompts: Sequence[str]) -> torch.Tensor:
     """``τ(y)`` ``(N, L, D)``: the text encoder's last hidden states, padded to the tokenizer's length, as the
     pipeline computes them (no attention mask)."""
     ids = pipe.tokenizer(
@@ -491,12 +493,15 @@ def class_images(pipe, config: FinetuneConfig, folder: Path, *, batch_size: int 
 @torch.no_grad()
 def validation_loss(
     unet, latents: torch.Tensor, embeds: torch.Tensor, *, alphas_cumprod: torch.Tensor, prediction_type: str,
-    seed: int,
-) -> float:  # fmt: skip
+    seed: int, reduction: str = "mean",
+) -> float | torch.Tensor:  # fmt: skip
     """The denoising loss on held-out ``latents`` ``(V, C, h, w)`` with their ``embeds`` ``(V, L, D)`` at
     :data:`VALIDATION_TIMESTEPS` fixed noise levels per image, with noise from a generator seeded with ``seed``
     (created here: the training generator and the global RNG are never touched), so it depends on the weights
-    alone and two validations of the same weights agree exactly."""
+    alone and two validations of the same weights agree exactly. ``reduction="mean"`` gives the mean squared error
+    as a float; ``"none"`` each (image, level) pair's mean squared error ``(V·K,)``, image by image, to take an
+    interval over."""
+    check_choice("reduction", reduction, ("mean", "none"))
     k, num_timesteps = VALIDATION_TIMESTEPS, alphas_cumprod.shape[0]
     t = ((torch.arange(k) + 0.5) * num_timesteps / k).long().repeat(len(latents))  # (V·K,)
     z0 = latents.repeat_interleave(k, dim=0)
@@ -507,7 +512,9 @@ def validation_loss(
     abar = alphas_cumprod.to(device)
     pred = unet(q_sample(z0, t, eps, alphas_cumprod=abar), t, encoder_hidden_states=cond).sample
     target = eps if prediction_type == "epsilon" else v_target(z0, t, eps, alphas_cumprod=abar)
-    return float(torch.nn.functional.mse_loss(pred.float(), target.float()))
+    if reduction == "mean":
+        return float(torch.nn.functional.mse_loss(pred.float(), target.float()))
+    return ((pred.float() - target.float()) ** 2).flatten(1).mean(1).cpu()  # (V·K,)
 
 
 def _split(n: int, held: int, seed: int) -> tuple[list[int], list[int]]:
@@ -543,13 +550,13 @@ def _prepare_data(pipe, config: FinetuneConfig, resolution: int, show_progress: 
     else:
         images, prompts = _read_imagefolder(config.train_data_dir, config.caption_column, resolution)
     train, val = _split(len(images), config.validation_images, config.seed)
-    latents, embeds = _encode(pipe.vae, images), _embed_prompts(pipe, prompts)
+    latents, embeds = encode_latents(pipe.vae, images), embed_prompts(pipe, prompts)
     data = _Data(latents[train], embeds[train], latents[val], embeds[val])
     if config.with_prior_preservation:
         folder = Path(config.class_data_dir or Path(config.output_dir) / "class_images")
         files = class_images(pipe, config, folder, show_progress=show_progress)
-        data.prior = _encode(pipe.vae, _read_images(files, resolution))
-        data.prior_embeds = _embed_prompts(pipe, [config.class_prompt]).expand(len(files), -1, -1).contiguous()
+        data.prior = encode_latents(pipe.vae, _read_images(files, resolution))
+        data.prior_embeds = embed_prompts(pipe, [config.class_prompt]).expand(len(files), -1, -1).contiguous()
     return data
 
 
