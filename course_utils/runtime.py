@@ -113,9 +113,9 @@ def _offline_hub_notice(record) -> bool:
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
-    """Load models without diffusers' and transformers' progress bars ("Loading pipeline components",
-    "Loading weights"), which would otherwise land in notebook outputs, nor diffusers' notice that an offline
-    session cannot reach the Hub; all restored afterwards."""
+    """Load (or save) models without diffusers' and transformers' progress bars ("Loading pipeline components",
+    "Loading weights", "Writing model shards"), which would otherwise land in notebook outputs, nor diffusers' notice
+    that an offline session cannot reach the Hub; all restored afterwards."""
     import logging
 
     from diffusers.utils import logging as diffusers_logging

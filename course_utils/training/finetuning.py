@@ -699,7 +699,8 @@ def _save(pipe, config: FinetuneConfig, out: Path, embeddings: dict[str, torch.T
         metadata["target_modules"] = sorted(metadata["target_modules"])  # a set in peft: one order, the same bytes
         type(pipe).save_lora_weights(out, unet_lora_layers=layers, unet_lora_adapter_metadata=metadata)
     else:
-        pipe.save_pretrained(out)
+        with quiet_loading():  # transformers' "Writing model shards" bar would land in a notebook's output
+            pipe.save_pretrained(out)
     if embeddings:
         save_file({w: v.detach().contiguous() for w, v in embeddings.items()}, str(out / WORDS_FILE))
     _loss_figure(progress, config, out / "loss.png")
