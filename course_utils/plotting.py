@@ -172,6 +172,24 @@ def finetune_curves(
     return fig
 
 
+MEASURE_LABELS = {
+    "adherence": "adherence (judge)",
+    "diversity": "diversity (pairwise RMS)",
+    "clip_score": "CLIP score",
+    "psnr_db": "PSNR to the input (dB)",
+    "kept": "share of the input's reading kept",
+    "reads_as_prompt": "share read as the prompt",
+    "reads_as_label": "share read as the label",
+    "known_region_max_error": "largest error, known region",
+    "both": "share read both ways",
+    "control_both": "control: read both ways",
+    "blurred_reads_low": "blurred: read as low",
+    "reads_high": "sharp: read as high",
+    "control_blurred_reads_low": "control blurred: read as low",
+}
+"""Axis labels of the studies' measures (:func:`measured_curves`); another measure is labelled by its name."""
+
+
 def measured_curves(study: Any, *, title: str) -> plt.Figure:
     """One panel per measure of a :class:`course_utils.studies.Study`, against its setting, a line per series, each
     estimate with its 95 % interval as an error bar."""
@@ -192,7 +210,7 @@ def measured_curves(study: Any, *, title: str) -> plt.Figure:
             else:
                 ax.plot(xs, values, marker="o", label=name)
         ax.set_xlabel(study.setting)
-        ax.set_ylabel(measure.replace("_", " "))
+        ax.set_ylabel(MEASURE_LABELS.get(measure, measure.replace("_", " ")))
         ax.grid(alpha=0.3)
         if len(names) > 1:
             ax.legend(fontsize=8)

@@ -320,6 +320,9 @@ def test_sdedit_study_reads_what_the_edit_keeps(den):
     assert study.measures == ["psnr_db", "kept"]
     noisy, clean = (study.estimate("kept", image="digit", i_start=i) for i in (1, 30))
     assert clean.value == 1.0 and noisy.value < clean.value
+    fig = study.curve()  # each measure's panel says what it measures, not its column's name
+    assert [ax.get_ylabel() for ax in fig.axes] == ["PSNR to the input (dB)", "share of the input's reading kept"]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["i_start", "i_start"]
 
 
 def test_inpaint_study_reads_the_prompt_it_inpaints_towards(den):
