@@ -16,6 +16,7 @@ from course_utils.models.finetuned import (
     FOLDER,
     MEASURES,
     FinetunedRun,
+    adapter_exercise,
     build_finetuned_stage,
     instance_latents,
     load_adapter,
@@ -58,6 +59,28 @@ def test_instance_latents_are_the_pictures_the_vae_decodes_back_and_the_prompt_w
         assert torch.equal(cond[2], pipe.text_encoder(ids)[0][0])
     assert ((decoded - pictures) ** 2).mean() < ((decoded - pictures.roll(1, 0)) ** 2).mean()  # each its own picture
     assert not torch.equal(instance_latents(pipe, n=3, seed=2)[0], latents)
+
+
+def test_the_adapter_exercise_trains_only_its_adapter_and_measures_the_held_out_pictures():
+    exercise = adapter_exercise(rank=2, n=5, held_out=2, seed=0)
+    (z, cond), (z_val, cond_val) = exercise.train, exercise.held_out
+    assert z.shape == (3, 4, 8, 8) and cond.shape[0] == 3 and z_val.shape == (2, 4, 8, 8) and cond_val.shape[0] == 2
+    latents, _ = instance_latents(exercise.pipe, n=5, seed=0)
+    assert torch.equal(torch.cat([z, z_val]), latents)  # the last two pictures are the held-out ones
+    trainable = [name for name, p in exercise.unet.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    assert exercise.unet.peft_config["default"].r == 2
+    exercise.unet.train()
+    pairs = exercise.held_out_loss(reduction="none")
+    assert pairs.shape == (2 * 8,) and exercise.unet.training  # its mode is given back
+    assert exercise.held_out_loss() == pytest.approx(float(pairs.mean()), rel=1e-6)
+    with torch.no_grad():
+        for name, p in exercise.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    assert exercise.held_out_loss() != pytest.approx(float(pairs.mean()), rel=1e-3)  # it measures these weights
+    with pytest.raises(CourseError, match="hold out between 1 and n − 1 = 4 of the 5 pictures, got 5"):
+        adapter_exercise(n=5, held_out=5)
 
 
 @pytest.mark.slow

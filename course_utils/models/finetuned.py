@@ -50,10 +50,13 @@ from course_utils.training.finetuning import (
     RECORD_FILE,
     WORDS_FILE,
     FinetuneConfig,
+    attach_lora,
     embed_prompts,
     encode_latents,
     finetune,
     load_base,
+    prepare_words,
+    validation_loss,
 )
 
 __all__ = [
@@ -68,6 +71,8 @@ __all__ = [
     "concept_measures",
     "custom_dataset_run",
     "draw_images",
+    "AdapterExercise",
+    "adapter_exercise",
     "instance_latents",
     "read_concept",
     "load_adapter",
@@ -153,6 +158,49 @@ def instance_latents(pipe, *, concept: Concept = HEART, n: int = 8, seed: int = 
     pictures = instance_images(concept, n=n, seed=seed)
     latents = encode_latents(pipe.vae, to_tensor(pictures.images))
     return latents, embed_prompts(pipe, [instance_prompt(concept)] * n)
+
+
+@dataclass
+class AdapterExercise:
+    """Week 5's hearts ready for a LoRA loop written by hand (assignment 5's q5): ``pipe`` (``shapes-sd`` with the
+    instance prompt's new words), its ``unet`` with a fresh adapter (only the adapter requires gradients), the
+    training pictures' latents and ``τ(y)`` in ``train``, the held-out ones in ``held_out``."""
+
+    pipe: object
+    unet: torch.nn.Module
+    train: tuple[torch.Tensor, torch.Tensor]
+    held_out: tuple[torch.Tensor, torch.Tensor]
+
+    def held_out_loss(self, *, reduction: str = "mean") -> float | torch.Tensor:
+        """:func:`~course_utils.training.finetuning.validation_loss` of the held-out pictures (the number the
+        recipe's early stopping watches), in eval mode; the U-Net's mode is left as it was."""
+        training = self.unet.training
+        try:
+            return validation_loss(
+                self.unet.eval(), *self.held_out, alphas_cumprod=self.pipe.scheduler.alphas_cumprod,
+                prediction_type=self.pipe.scheduler.config.prediction_type, seed=0, reduction=reduction,
+            )  # fmt: skip
+        finally:
+            self.unet.train(training)
+
+
+def adapter_exercise(
+    *, rank: int = 4, n: int = 8, held_out: int = 2, seed: int = 0, root: str | Path | None = None
+) -> AdapterExercise:
+    """:class:`AdapterExercise` on a fresh ``shapes-sd`` from ``root`` (default ``data/models``): the heart's ``n``
+    instance pictures (:func:`instance_latents`), the last ``held_out`` of them held out, and a rank-``rank`` LoRA
+    adapter (``α = r``, no dropout) on every attention projection, seeded."""
+    from course_utils.course.paths import MODELS_DIR
+
+    if not 0 < held_out < n:
+        raise CourseError(f"hold out between 1 and n − 1 = {n - 1} of the {n} pictures, got {held_out}")
+    pipe = load_base(str(Path(root or MODELS_DIR) / "shapes-sd"))
+    prepare_words(pipe, [instance_prompt(HEART)], seed=seed)
+    latents, cond = instance_latents(pipe, n=n, seed=seed)
+    unet = attach_lora(pipe.unet, rank=rank, lora_alpha=rank, lora_dropout=0.0,
+                       target_modules=FinetuneConfig.target_modules, seed=seed)  # fmt: skip
+    keep = n - held_out
+    return AdapterExercise(pipe, unet, (latents[:keep], cond[:keep]), (latents[keep:], cond[keep:]))
 
 
 def composed_prompts(concept: Concept = HEART) -> list[str]:
